@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
+# Both create or reuse .venv and install what they need (Debian packages included).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
+WORKDIR ?= runs/demo
+TEST_ARGS ?=
+
+.PHONY: demo test test-all bench setup apt clean
+
+setup: .stamp-venv
+
+# Debian packages used for the demo corpus and audio I/O (skipped when all are present).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+.stamp-venv: setup.py | apt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slm_jax needs Python >= 3.11"'
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,torch,asr]'
+	touch $@
+
+demo: apt .stamp-venv
+	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
+
+test: apt .stamp-venv
+	$(PY) -m pytest -q -m "not slow and not gpu and not tpu" $(TEST_ARGS)
+
+test-all: apt .stamp-venv
+	$(PY) -m pytest -q -m "not gpu and not tpu" $(TEST_ARGS)
+
+bench: .stamp-venv
+	$(PY) bench/train_step.py
+	$(PY) bench/data_pipeline.py
+
+clean:
+	rm -rf $(VENV) .stamp-venv

@@ -1,0 +1,63 @@
+"""gin set-up shared by every entry point: search paths, parsing, clear errors, operative config.
+
+Experiments compose a model file, a task/mixture file and a run file (T5X style, `include` and
+`%MACROS`); `--gin_param` overrides single bindings. Files are looked up relative to the working
+directory first, then to the repository's `configs/` folder, so `--gin_file=models/demo.gin` works
+from anywhere.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import gin
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
+
+
+class ConfigError(ValueError):
+  """A gin file or binding could not be parsed; the message names it and the fix."""
+
+
+def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
+          finalize: bool = True) -> None:
+  """Parses gin files and bindings; a typo is a ConfigError naming the file/binding."""
+  gin.add_config_file_search_path(os.getcwd())
+  gin.add_config_file_search_path(CONFIGS_DIR)
+  # Import modules whose configurables the files reference, so that bindings resolve.
+  import slm_jax.registry  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  resolved = [_resolve(f) for f in gin_files]
+  try:
+    gin.parse_config_files_and_bindings(resolved, list(gin_params), finalize_config=finalize)
+  except (ValueError, KeyError, ImportError, SyntaxError) as e:
+    raise ConfigError(
+        f"could not parse gin config (files={list(gin_files)}, params={list(gin_params)}):\n  {e}\n"
+        "Check the spelling of configurable and parameter names; `slm-train --help_gin` lists "
+        "files under configs/.") from e
+
+
+def _resolve(path: str) -> str:
+  for base in ("", os.getcwd(), CONFIGS_DIR):
+    candidate = os.path.join(base, path) if base else path
+    if os.path.exists(candidate):
+      return candidate
+  raise ConfigError(f"gin file {path!r} not found (looked in the working directory and {CONFIGS_DIR})")
+
+
+def write_operative_config(directory: str) -> str:
+  """Writes the operative config (every binding actually used) beside checkpoints."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, OPERATIVE_CONFIG_FILENAME)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(gin.operative_config_str())
+  os.replace(tmp, path)
+  return path
+
+
+def available_configs() -> list[str]:
+  out = []
+  for root, _, files in os.walk(CONFIGS_DIR):
+    out += [os.path.relpath(os.path.join(root, f), CONFIGS_DIR) for f in files if f.endswith(".gin")]
+  return sorted(out)

@@ -1,0 +1,1 @@
+"""slm_jax.inference."""

@@ -1,0 +1,1 @@
+"""Attention implementations behind one dispatch function (`slm_jax.kernels.dispatch.attention`)."""

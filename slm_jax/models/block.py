@@ -1,0 +1,66 @@
+"""Pre-norm decoder block: RMSNorm -> grouped-query attention (rotary) -> RMSNorm -> SwiGLU."""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from slm_jax.kernels import dispatch
+from slm_jax.models.config import ModelConfig
+from slm_jax.models.layers import DenseGeneral, RMSNorm, rotary
+from slm_jax.sharding import constrain
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention under the (segment, order) mask contract."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
+    d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    self.query = DenseGeneral((d,), (h, hd), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.key = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.value = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.out = DenseGeneral((h, hd), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt,
+                            std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
+
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL):
+    cfg = self.cfg
+    q_BLHD = rotary(self.query(x_BLD), positions_BL, cfg.rope_theta)
+    k_BLKD = rotary(self.key(x_BLD), positions_BL, cfg.rope_theta)
+    v_BLKD = self.value(x_BLD)
+    q_BLHD = constrain(q_BLHD, ("batch", "length", "act_heads", None))
+    k_BLKD = constrain(k_BLKD, ("batch", "length", "act_kv_heads", None))
+    v_BLKD = constrain(v_BLKD, ("batch", "length", "act_kv_heads", None))
+    o_BLHD = dispatch.attention(q_BLHD, k_BLKD, v_BLKD, segment_ids_BL, positions_BL,
+                                segment_ids_BL, positions_BL, implementation=cfg.attention_impl)
+    o_BLHD = constrain(o_BLHD, ("batch", "length", "act_heads", None))
+    return self.out(o_BLHD)
+
+
+class SwiGLU(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
+    d, m = cfg.embed_dim, cfg.mlp_dim
+    self.gate = DenseGeneral((d,), (m,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.up = DenseGeneral((d,), (m,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.down = DenseGeneral((m,), (d,), ("mlp", "embed"), dtype=dt, param_dtype=pdt,
+                             std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
+
+  def __call__(self, x_BLD):
+    h_BLM = jax.nn.silu(self.gate(x_BLD)) * self.up(x_BLD)
+    h_BLM = constrain(h_BLM, ("batch", "length", "act_mlp"))
+    return self.down(h_BLM)
+
+
+class DecoderBlock(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    self.attn_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.mlp = SwiGLU(cfg, rngs=rngs)
+
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL):
+    x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), segment_ids_BL, positions_BL)
+    x_BLD = x_BLD + self.mlp(self.mlp_norm(x_BLD))
+    return constrain(x_BLD, ("batch", "length", "act_embed"))

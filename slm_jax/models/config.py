@@ -1,0 +1,80 @@
+"""Model configuration: one frozen dataclass, bound from `configs/models/*.gin`."""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+import jax.numpy as jnp
+
+from slm_jax.data.unified_vocab import UnifiedVocab
+
+REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(name_or_dtype):
+  if isinstance(name_or_dtype, str):
+    try:
+      return _DTYPES[name_or_dtype]
+    except KeyError:
+      raise ValueError(f"unknown dtype {name_or_dtype!r}; use one of {sorted(_DTYPES)}") from None
+  return name_or_dtype
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shapes and numerics of the speech-text decoder.
+
+  The unified vocabulary (`vocab`) fixes the embedding and output ranges; `vocab_pad_multiple`
+  pads the embedding/logit tables for efficient sharding (padded ids are never targets).
+  """
+  vocab: UnifiedVocab = dataclasses.field(default_factory=UnifiedVocab)
+  num_layers: int = 2
+  embed_dim: int = 64
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  head_dim: int = 16
+  mlp_dim: int = 128
+  rope_theta: float = 10_000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  param_dtype: str = "float32"
+  dtype: str = "float32"              # compute dtype of activations and matmuls
+  scan_layers: bool = True
+  remat_policy: str = "none"          # one of REMAT_POLICIES
+  text_tower_layers: int = 0          # layers applied to text positions before the shared decoder
+  speech_tower_layers: int = 0        # layers applied to speech positions before the shared decoder
+  vocab_pad_multiple: int = 128
+  attention_impl: str | None = None   # None: kernels.dispatch.default_implementation()
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+    as_dtype(self.param_dtype), as_dtype(self.dtype)
+
+  @property
+  def padded_vocab_size(self) -> int:
+    m = self.vocab_pad_multiple
+    return -(-self.vocab.size // m) * m
+
+  @property
+  def num_channels(self) -> int:
+    return self.vocab.num_channels
+
+  @property
+  def jnp_dtype(self):
+    return as_dtype(self.dtype)
+
+  @property
+  def jnp_param_dtype(self):
+    return as_dtype(self.param_dtype)
+
+  def replace(self, **kw) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)

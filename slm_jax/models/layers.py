@@ -1,0 +1,62 @@
+"""Basic layers: a logically-annotated dense projection, RMSNorm and rotary embeddings."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def param(rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[str], dtype, std: float | None = None,
+          init: str = "normal") -> nnx.Param:
+  """A parameter with logical axis names (`axes`, one per dimension) as sharding metadata."""
+  if len(axes) != len(shape):
+    raise ValueError(f"axes {axes} do not match shape {shape}")
+  if init == "ones":
+    value = jnp.ones(shape, dtype)
+  else:
+    value = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+  return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+class DenseGeneral(nnx.Module):
+  """x[..., *in] @ W[*in, *out] with W annotated by logical axes; computes in `dtype`."""
+
+  def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], axes: Sequence[str], *,
+               dtype, param_dtype, std: float, rngs: nnx.Rngs):
+    self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+    self.dtype = dtype
+    self.kernel = param(rngs, self.in_shape + self.out_shape, axes, param_dtype, std)
+
+  def __call__(self, x):
+    n_in = len(self.in_shape)
+    letters = "abcdefgh"
+    in_l, out_l = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
+    return jnp.einsum(f"...{in_l},{in_l}{out_l}->...{out_l}", x.astype(self.dtype),
+                      self.kernel[...].astype(self.dtype))
+
+
+class RMSNorm(nnx.Module):
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+    self.eps, self.dtype = eps, dtype
+    self.scale = param(rngs, (dim,), ("norm",), param_dtype, init="ones")
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype)
+
+
+def rotary(x_BLHD, positions_BL, theta: float):
+  """Rotary embeddings from per-token positions (so packed rows restart at 0 per document).
+
+  Uses the half-split (Llama / Hugging Face) layout: pairs are (i, i + D/2).
+  """
+  d = x_BLHD.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))     # [D/2]
+  angles_BLF = positions_BL.astype(jnp.float32)[..., None] * inv_freq          # [B, L, D/2]
+  sin, cos = jnp.sin(angles_BLF)[:, :, None, :], jnp.cos(angles_BLF)[:, :, None, :]
+  x1, x2 = jnp.split(x_BLHD.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHD.dtype)

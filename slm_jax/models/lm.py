@@ -1,0 +1,39 @@
+"""The shared-decoder speech-text LM: towers -> decoder stack -> final norm -> heads."""
+from __future__ import annotations
+
+from flax import nnx
+
+from slm_jax.models.config import ModelConfig
+from slm_jax.models.heads import OutputHeads
+from slm_jax.models.layers import RMSNorm
+from slm_jax.models.stack import BlockStack
+from slm_jax.models.towers import ModalityTowers
+from slm_jax.sharding import constrain
+
+
+class SpeechTextLM(nnx.Module):
+  """Decoder-only LM over the unified token stream (DESIGN.md).
+
+  `__call__` returns the final hidden states; `heads` turns them into logits (the loss does so in
+  chunks, so full float32 logits for the batch are never materialized at once).
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.towers = ModalityTowers(cfg, rngs=rngs)
+    self.decoder = BlockStack(cfg, cfg.num_layers, rngs=rngs)
+    self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, dtype=cfg.jnp_dtype,
+                              param_dtype=cfg.jnp_param_dtype, rngs=rngs)
+    self.heads = OutputHeads(cfg, self.towers.embed, rngs=rngs)
+
+  def __call__(self, tokens, segment_ids, positions, speech_codes=None):
+    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1] -> [B, L, D]."""
+    x_BLD = self.towers(tokens, segment_ids, positions, speech_codes)
+    x_BLD = self.decoder(x_BLD, segment_ids, positions)
+    return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed"))
+
+  def logits(self, tokens, segment_ids, positions, speech_codes=None):
+    """Full logits (for tests, evaluation and generation): ([B, L, V], [B, L, K-1, C] | None)."""
+    h_BLD = self(tokens, segment_ids, positions, speech_codes)
+    return self.heads.logits(h_BLD), self.heads.channel_logits(h_BLD)
+

@@ -1,0 +1,59 @@
+"""A stack of decoder blocks with stacked ("layers"-axis) parameters, applied by scan or unrolled.
+
+Scanning keeps compile time flat in depth; the remat policy decides what the backward pass keeps.
+The unrolled path reads the very same stacked parameters, so the two are interchangeable.
+"""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from slm_jax.models.block import DecoderBlock
+from slm_jax.models.config import ModelConfig
+
+_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "save_dots": jax.checkpoint_policies.checkpoint_dots,
+    "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat(fn, policy: str):
+  """Wraps a per-layer function with the named rematerialization policy."""
+  if policy == "none":
+    return fn
+  if policy not in _POLICIES:
+    raise ValueError(f"unknown remat policy {policy!r}; use none or one of {sorted(_POLICIES)}")
+  return jax.checkpoint(fn, policy=_POLICIES[policy], prevent_cse=False)
+
+
+class BlockStack(nnx.Module):
+  """`num_layers` DecoderBlocks whose parameters carry a leading `layers` axis."""
+
+  def __init__(self, cfg: ModelConfig, num_layers: int, *, rngs: nnx.Rngs):
+    self.cfg, self.num_layers = cfg, num_layers
+    if num_layers == 0:
+      self.blocks = None
+      return
+
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make_blocks(key):
+      return DecoderBlock(cfg, rngs=nnx.Rngs(params=key))
+
+    self.blocks = make_blocks(jax.random.split(rngs.params(), num_layers))
+
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL):
+    if self.blocks is None:
+      return x_BLD
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def apply_layer(x, layer_state):
+      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL)
+
+    apply_layer = remat(apply_layer, self.cfg.remat_policy)
+    if self.cfg.scan_layers:
+      x_BLD, _ = jax.lax.scan(lambda x, s: (apply_layer(x, s), None), x_BLD, stacked)
+      return x_BLD
+    for i in range(self.num_layers):
+      x_BLD = apply_layer(x_BLD, jax.tree.map(lambda a, i=i: a[i], stacked))
+    return x_BLD

@@ -1,0 +1,84 @@
+"""Embedding towers over the unified vocabulary (DESIGN.md).
+
+* `TokenEmbedding`: one table over all unified ids (specials, text, speech channel 0).
+* `SpeechChannelEmbedding`: per-channel tables for speech channels 1..K-1, summed into the width.
+* `ModalityTowers`: the text tower (text + specials) and speech tower, each with an optional small
+  stack of decoder layers that sees only its own modality's positions (causally, within each
+  document) before the shared decoder.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from slm_jax.models.config import ModelConfig
+from slm_jax.models.layers import param
+from slm_jax.models.stack import BlockStack
+from slm_jax.sharding import constrain
+
+# Above this many extra channels, channel embeddings are summed by a multi-hot matmul
+# (e.g. dMel's 79 extra channels x 16 levels) instead of a gather of [B, L, K-1, D].
+_MULTIHOT_MIN_CHANNELS = 16
+
+
+class TokenEmbedding(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.dtype = cfg.jnp_dtype
+    self.table = param(rngs, (cfg.padded_vocab_size, cfg.embed_dim), ("vocab", "embed"),
+                       cfg.jnp_param_dtype, std=cfg.init_std)
+
+  def __call__(self, ids_BL):
+    return jnp.take(self.table[...], ids_BL, axis=0).astype(self.dtype)
+
+  def attend(self, x_BLD):
+    """Tied output projection: x @ table.T -> [B, L, V_padded]."""
+    return jnp.einsum("...d,vd->...v", x_BLD, self.table[...].astype(x_BLD.dtype))
+
+
+class SpeechChannelEmbedding(nnx.Module):
+  """Embeds speech channels 1..K-1; their sizes may differ (offsets into one flat table)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    sizes = cfg.vocab.extra_codebook_sizes
+    self.dtype = cfg.jnp_dtype
+    self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+    self.total = int(sum(sizes))
+    self.table = param(rngs, (self.total, cfg.embed_dim), ("codebook", "embed"),
+                       cfg.jnp_param_dtype, std=cfg.init_std)
+
+  def __call__(self, codes_BLC):
+    flat_BLC = codes_BLC + jnp.asarray(self.offsets, jnp.int32)
+    table = self.table[...].astype(self.dtype)
+    if codes_BLC.shape[-1] >= _MULTIHOT_MIN_CHANNELS:
+      multihot_BLT = (flat_BLC[..., None] == jnp.arange(self.total)).sum(-2).astype(self.dtype)
+      return multihot_BLT @ table
+    return jnp.take(table, flat_BLC, axis=0).sum(-2)
+
+
+class ModalityTowers(nnx.Module):
+  """tokens (+ speech_codes) -> x[B, L, D] entering the shared decoder."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = TokenEmbedding(cfg, rngs=rngs)
+    self.speech_channels = SpeechChannelEmbedding(cfg, rngs=rngs) if cfg.num_channels > 1 else None
+    self.text_layers = BlockStack(cfg, cfg.text_tower_layers, rngs=rngs)
+    self.speech_layers = BlockStack(cfg, cfg.speech_tower_layers, rngs=rngs)
+
+  def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLC=None):
+    vocab = self.cfg.vocab
+    is_speech_BL = vocab.is_speech(tokens_BL)
+    x_BLD = self.embed(tokens_BL)
+    if self.speech_channels is not None:
+      if speech_codes_BLC is None:
+        raise ValueError(f"this model has K={vocab.num_channels} speech channels: the batch needs "
+                         f"speech_codes [B, L, {vocab.num_channels - 1}]")
+      extra_BLD = self.speech_channels(speech_codes_BLC)
+      x_BLD = x_BLD + jnp.where(is_speech_BL[..., None], extra_BLD, 0)
+    x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
+    if self.text_layers.num_layers or self.speech_layers.num_layers:
+      text_x = self.text_layers(x_BLD, jnp.where(is_speech_BL, 0, segment_ids_BL), positions_BL)
+      speech_x = self.speech_layers(x_BLD, jnp.where(is_speech_BL, segment_ids_BL, 0), positions_BL)
+      x_BLD = jnp.where(is_speech_BL[..., None], speech_x, text_x)
+    return x_BLD

@@ -1,0 +1,1 @@
+"""seqio Task and Mixture registrations (importable as `slm_jax.tasks`)."""

@@ -1,0 +1,38 @@
+"""Test set-up: 8 fake CPU devices (sharding is tested for real), no network, marker gating."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_collection_modifyitems(config, items):
+  backend = jax.default_backend()
+  for item in items:
+    if "gpu" in item.keywords and backend != "gpu":
+      item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+    if "tpu" in item.keywords and backend != "tpu":
+      item.add_marker(pytest.mark.skip(reason="needs a TPU"))
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+@pytest.fixture
+def repo_root():
+  return REPO_ROOT
