@@ -17,9 +17,10 @@ class Attention(nnx.Module):
     self.cfg = cfg
     dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
     d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    self.query = DenseGeneral((d,), (h, hd), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
-    self.key = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
-    self.value = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    bias = cfg.qkv_bias  # Qwen2-style q/k/v biases
+    self.query = DenseGeneral((d,), (h, hd), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
+    self.key = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
+    self.value = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
     self.out = DenseGeneral((h, hd), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt,
                             std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
 

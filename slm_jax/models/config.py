@@ -49,6 +49,7 @@ class ModelConfig:
   vocab_pad_multiple: int = 128
   attention_impl: str | None = None   # None: kernels.dispatch.default_implementation()
   init_std: float = 0.02
+  qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

@@ -15,26 +15,34 @@ def param(rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[str], dtype, std:
     raise ValueError(f"axes {axes} do not match shape {shape}")
   if init == "ones":
     value = jnp.ones(shape, dtype)
+  elif init == "zeros":
+    value = jnp.zeros(shape, dtype)
   else:
     value = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
   return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
 class DenseGeneral(nnx.Module):
-  """x[..., *in] @ W[*in, *out] with W annotated by logical axes; computes in `dtype`."""
+  """x[..., *in] @ W[*in, *out] (+ b[*out]) with W annotated by logical axes; computes in `dtype`.
+
+  The optional bias (`use_bias`, zero-initialized) carries the logical axes of the output dims.
+  """
 
   def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], axes: Sequence[str], *,
-               dtype, param_dtype, std: float, rngs: nnx.Rngs):
+               dtype, param_dtype, std: float, rngs: nnx.Rngs, use_bias: bool = False):
     self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
     self.dtype = dtype
     self.kernel = param(rngs, self.in_shape + self.out_shape, axes, param_dtype, std)
+    self.bias = param(rngs, self.out_shape, tuple(axes)[len(self.in_shape):], param_dtype,
+                      init="zeros") if use_bias else None
 
   def __call__(self, x):
     n_in = len(self.in_shape)
     letters = "abcdefgh"
     in_l, out_l = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
-    return jnp.einsum(f"...{in_l},{in_l}{out_l}->...{out_l}", x.astype(self.dtype),
-                      self.kernel[...].astype(self.dtype))
+    y = jnp.einsum(f"...{in_l},{in_l}{out_l}->...{out_l}", x.astype(self.dtype),
+                   self.kernel[...].astype(self.dtype))
+    return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
 class RMSNorm(nnx.Module):
