@@ -1,0 +1,11 @@
+"""Speech tokenizers: audio float32[S] <-> frames int32[T, K] (DESIGN.md).
+
+    tok = get_speech_tokenizer("dmel")                 # or "kmeans" / "precomputed" with a path
+    frames_TK = tok.encode(audio, sample_rate)         # int32[T, K]
+    audio = tok.decode(frames_TK)                      # where the tokenizer can
+    tok.name, tok.codebook_sizes, tok.frame_rate       # UnifiedVocab.speech_tokenizer_name etc.
+"""
+from slm_jax.data.speech.base import (SpeechTokenizer, load_speech_tokenizer,
+                                      validate_frames)
+from slm_jax.data.speech.dmel import DMelTokenizer
+from slm_jax.data.speech.mel import MelConfig, log_mel, log_mel_batch, mel_to_audio

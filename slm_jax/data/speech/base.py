@@ -1,0 +1,167 @@
+"""The speech tokenizer interface (DESIGN.md "Speech is frames of K channels").
+
+Every tokenizer turns mono audio into frames int32[T, K] at `frame_rate`, channel k taking values
+in [0, codebook_sizes[k]), and where possible decodes frames back to audio. Its `name` is stored as
+UnifiedVocab.speech_tokenizer_name. `save(dir)` writes `speech_tokenizer.json` (plus any arrays);
+`load_speech_tokenizer(dir)` reads back whichever kind was saved.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from slm_jax.data import audio as audio_lib
+
+SPEC_FILENAME = "speech_tokenizer.json"
+_KINDS: dict[str, type] = {}
+
+
+def register_kind(cls):
+  """Class decorator: makes `cls` loadable by `load_speech_tokenizer` under `cls.kind`."""
+  _KINDS[cls.kind] = cls
+  return cls
+
+
+class SpeechTokenizer(abc.ABC):
+  """Audio float32[S] <-> frames int32[T, K]."""
+
+  kind: str = ""
+
+  # -- description ----------------------------------------------------------------------------
+  @property
+  @abc.abstractmethod
+  def codebook_sizes(self) -> tuple[int, ...]:
+    """Codebook size of each channel (len == K)."""
+
+  @property
+  @abc.abstractmethod
+  def frame_rate(self) -> float:
+    """Frames per second."""
+
+  @property
+  @abc.abstractmethod
+  def sample_rate(self) -> int:
+    """Sample rate the tokenizer works at; other rates are resampled on encode."""
+
+  @property
+  @abc.abstractmethod
+  def name(self) -> str:
+    """Stable identity string (UnifiedVocab.speech_tokenizer_name)."""
+
+  @property
+  def num_channels(self) -> int:
+    return len(self.codebook_sizes)
+
+  @property
+  def can_decode(self) -> bool:
+    return True
+
+  def num_frames(self, num_samples: int) -> int:
+    """Number of frames encode() returns for `num_samples` samples at `sample_rate`."""
+    return int(np.ceil(num_samples * self.frame_rate / self.sample_rate))
+
+  # -- encode / decode ------------------------------------------------------------------------
+  def prepare(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Any mono audio (int16 or float) at `sample_rate` -> float32[S] at self.sample_rate."""
+    a = np.asarray(audio)
+    if a.ndim != 1:
+      raise audio_lib.AudioError(f"{self.name}: expected mono audio [S], got shape {a.shape}; "
+                                 "mix down with slm_jax.data.audio.to_mono")
+    a = audio_lib.to_float32(a)
+    return audio_lib.resample(a, sample_rate, self.sample_rate)
+
+  def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono audio [S] at `sample_rate` -> frames int32[T, K]."""
+    return self.encode_batch([audio], sample_rate)[0]
+
+  @abc.abstractmethod
+  def encode_batch(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[np.ndarray]:
+    """Several utterances at once (vectorized) -> list of int32[T_i, K]."""
+
+  def decode(self, frames_TK: np.ndarray) -> np.ndarray:
+    """Frames int32[T, K] -> float32 audio at `sample_rate`."""
+    raise NotImplementedError(f"{self.name} cannot turn frames back into audio")
+
+  def check_frames(self, frames_TK: np.ndarray, what: str = "frames") -> np.ndarray:
+    """Validates shape [T, K], integer dtype and per-channel range; returns int32[T, K]."""
+    return validate_frames(frames_TK, self.codebook_sizes, what=f"{what} for {self.name}")
+
+  # -- persistence ----------------------------------------------------------------------------
+  @abc.abstractmethod
+  def config(self) -> dict[str, Any]:
+    """JSON-able constructor arguments (arrays go in save_arrays)."""
+
+  def save_arrays(self, directory: str) -> None:
+    """Writes any arrays the tokenizer needs next to the spec (default: none)."""
+
+  @classmethod
+  def from_saved(cls, config: dict, directory: str) -> "SpeechTokenizer":
+    return cls(**config)
+
+  def spec(self) -> dict[str, Any]:
+    return {"kind": self.kind, "name": self.name, "codebook_sizes": list(self.codebook_sizes),
+            "frame_rate": self.frame_rate, "sample_rate": self.sample_rate,
+            "config": self.config()}
+
+  def save(self, directory: str) -> str:
+    """Writes speech_tokenizer.json (+ arrays) into `directory`; returns the spec path."""
+    os.makedirs(directory, exist_ok=True)
+    self.save_arrays(directory)
+    path = os.path.join(directory, SPEC_FILENAME)
+    with open(path + ".tmp", "w") as f:
+      json.dump(self.spec(), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return path
+
+  @classmethod
+  def load(cls, directory: str) -> "SpeechTokenizer":
+    tok = load_speech_tokenizer(directory)
+    if cls is not SpeechTokenizer and not isinstance(tok, cls):
+      raise TypeError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
+    return tok
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.name})"
+
+
+def load_speech_tokenizer(directory: str) -> SpeechTokenizer:
+  """Loads whichever tokenizer `save(directory)` wrote, and checks its identity."""
+  path = directory if directory.endswith(".json") else os.path.join(directory, SPEC_FILENAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no speech tokenizer spec at {path}; save one with tokenizer.save(dir)"
+                            " (k-means: `slm-data fit-kmeans ... --out DIR`)")
+  with open(path) as f:
+    spec = json.load(f)
+  kind = spec.get("kind")
+  if kind not in _KINDS:
+    raise ValueError(f"{path}: unknown speech tokenizer kind {kind!r}; known: {sorted(_KINDS)}")
+  tok = _KINDS[kind].from_saved(spec["config"], os.path.dirname(path))
+  if spec.get("name") and spec["name"] != tok.name:
+    raise ValueError(f"{path}: saved tokenizer name {spec['name']!r} differs from the loaded one "
+                     f"{tok.name!r}; the files beside the spec were changed")
+  return tok
+
+
+def validate_frames(frames, codebook_sizes: Sequence[int], what: str = "frames") -> np.ndarray:
+  """Checks frames int[T, K] against K codebook sizes; clear errors naming `what` and the value."""
+  a = np.asarray(frames)
+  k = len(codebook_sizes)
+  if a.ndim == 1 and k == 1:
+    a = a[:, None]
+  if a.ndim != 2 or a.shape[1] != k:
+    raise ValueError(f"{what}: expected shape [T, {k}], got {a.shape}")
+  if not np.issubdtype(a.dtype, np.integer):
+    raise ValueError(f"{what}: expected integer codes, got dtype {a.dtype}")
+  if a.size:
+    sizes = np.asarray(codebook_sizes)
+    bad = (a < 0) | (a >= sizes[None, :])
+    if bad.any():
+      t, c = np.argwhere(bad)[0]
+      raise ValueError(f"{what}: code {int(a[t, c])} at frame {t}, channel {c} is out of range "
+                       f"[0, {int(sizes[c])}) ({int(bad.sum())} bad codes); the units do not match "
+                       "the declared codebook sizes")
+  return a.astype(np.int32, copy=False)

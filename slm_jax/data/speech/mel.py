@@ -1,0 +1,121 @@
+"""Log-mel features (vectorized numpy) and their inversion to audio by Griffin-Lim.
+
+Frames: T = ceil(S / hop); frame t is centred on sample t * hop (hann window of `win_length`
+inside an `n_fft` FFT, reflect padding), so a decoded signal has T * hop samples. Features are
+natural-log mel magnitudes (slaney-normalized filters), floored at `log_floor`, the convention
+under which speech spans roughly [-7, 2] (FACTS.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import gin
+import numpy as np
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MelConfig:
+  sample_rate: int = 16000
+  n_fft: int = 1024
+  win_length: int = 800
+  hop_length: int = 200
+  n_mels: int = 80
+  fmin: float = 0.0
+  fmax: float = 8000.0
+  log_floor: float = 1e-5
+
+  def __post_init__(self):
+    if self.win_length > self.n_fft:
+      raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
+    if self.fmax > self.sample_rate / 2:
+      raise ValueError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
+
+  @property
+  def frame_rate(self) -> float:
+    return self.sample_rate / self.hop_length
+
+  def num_frames(self, num_samples: int) -> int:
+    return -(-int(num_samples) // self.hop_length)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "MelConfig":
+    return cls(**d)
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(cfg: MelConfig):
+  import librosa  # pylint: disable=import-outside-toplevel
+  import scipy.signal  # pylint: disable=import-outside-toplevel
+  win = scipy.signal.get_window("hann", cfg.win_length, fftbins=True).astype(np.float32)
+  left = (cfg.n_fft - cfg.win_length) // 2
+  window = np.zeros(cfg.n_fft, np.float32)
+  window[left:left + cfg.win_length] = win
+  basis_MF = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                 fmin=cfg.fmin, fmax=cfg.fmax, norm="slaney").astype(np.float32)
+  return window, np.ascontiguousarray(basis_MF.T)  # [n_fft], [F, M]
+
+
+def _frames(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
+  """float32[S] -> windowed frames float32[T, n_fft] (T = ceil(S / hop))."""
+  hop, half = cfg.hop_length, cfg.n_fft // 2
+  t = cfg.num_frames(audio_S.shape[0])
+  x = np.pad(audio_S, (0, t * hop - audio_S.shape[0]))
+  mode = "reflect" if x.shape[0] > half else "constant"
+  x = np.pad(x, (half, half), mode=mode)
+  return np.lib.stride_tricks.sliding_window_view(x, cfg.n_fft)[::hop][:t]
+
+
+def log_mel_batch(audios: Sequence[np.ndarray], cfg: MelConfig) -> list[np.ndarray]:
+  """Log-mel of several utterances with one FFT and one matmul: list of float32[T_i, n_mels]."""
+  import scipy.fft  # pylint: disable=import-outside-toplevel
+  window, basis_FM = _tables(cfg)
+  frames = [_frames(np.asarray(a, np.float32), cfg) for a in audios]
+  counts = [f.shape[0] for f in frames]
+  if not counts or sum(counts) == 0:
+    return [np.zeros([0, cfg.n_mels], np.float32) for _ in audios]
+  frames_TN = np.concatenate(frames, axis=0) * window
+  mag_TF = np.abs(scipy.fft.rfft(frames_TN, axis=-1))
+  mel_TM = np.log(np.maximum(mag_TF @ basis_FM, cfg.log_floor))
+  return np.split(mel_TM.astype(np.float32), np.cumsum(counts)[:-1], axis=0)
+
+
+def log_mel(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
+  """float32[S] -> log-mel float32[T, n_mels]."""
+  return log_mel_batch([audio_S], cfg)[0]
+
+
+@gin.configurable
+def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 32,
+                 inversion: str = "nnls", seed: int = 0) -> np.ndarray:
+  """Log-mel float[T, n_mels] -> float32 audio [T * hop] by mel inversion + Griffin-Lim.
+
+  inversion: "nnls" (librosa's non-negative least squares, best quality) or "pinv" (fast).
+  """
+  import librosa  # pylint: disable=import-outside-toplevel
+  log_mel_TM = np.asarray(log_mel_TM, np.float32)
+  t = log_mel_TM.shape[0]
+  if t == 0:
+    return np.zeros([0], np.float32)
+  mel_MT = np.exp(log_mel_TM).T
+  if inversion == "nnls":
+    mag_FT = librosa.feature.inverse.mel_to_stft(
+        mel_MT, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0, fmin=cfg.fmin, fmax=cfg.fmax,
+        norm="slaney")
+  elif inversion == "pinv":
+    _, basis_FM = _tables(cfg)
+    mag_FT = np.maximum(np.linalg.pinv(basis_FM.T) @ mel_MT, 0.0)
+  else:
+    raise ValueError(f"inversion must be 'nnls' or 'pinv', got {inversion!r}")
+  # librosa's centred STFT of T * hop samples has T + 1 frames: repeat the last one.
+  mag_FT = np.concatenate([mag_FT, mag_FT[:, -1:]], axis=1)
+  audio = librosa.griffinlim(
+      mag_FT.astype(np.float32), n_iter=n_iter, hop_length=cfg.hop_length,
+      win_length=cfg.win_length, n_fft=cfg.n_fft, window="hann", center=True,
+      length=t * cfg.hop_length, random_state=seed)
+  return np.clip(audio, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,76 @@
+"""SentencePiece vocabulary (seqio.SentencePieceVocabulary + identity + encode_words) and training.
+
+Models trained here reserve 0=pad, 1=eos, 2=unk (seqio's convention) and have no BOS piece: the
+unified vocabulary adds its own BOS/EOS. Existing .model files (T5, Llama-2 style) load as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Sequence, Union
+
+import gin
+import seqio
+
+from slm_jax.data.text.base import TextVocab
+
+
+@gin.configurable
+class SentencePieceVocab(TextVocab, seqio.SentencePieceVocabulary):
+  """A sentencepiece .model file as a seqio vocabulary with `name` and `encode_words`."""
+
+  word_prefix = ""  # sentencepiece prepends "▁" to each word itself
+
+  def __init__(self, model_file: str, extra_ids: int = 0):
+    if not os.path.exists(model_file):
+      raise FileNotFoundError(f"sentencepiece model {model_file!r} does not exist; train one with "
+                              "`slm-data train-spm --input FILE --vocab_size N --out PREFIX`")
+    super().__init__(model_file, extra_ids=extra_ids)
+
+  @property
+  def name(self) -> str:
+    return f"sentencepiece:{hashlib.sha1(self.sp_model).hexdigest()}"
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self.tokenizer.EncodeAsIds(list(texts)) if texts else []
+
+  def encode_batch_tf(self, texts):
+    return self.tf_tokenizer.tokenize(texts)
+
+  def __hash__(self):
+    return hash(self.name)
+
+
+@gin.configurable
+def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, out_prefix: str,
+                        model_type: str = "unigram", character_coverage: float = 1.0,
+                        input_sentence_size: int = 1_000_000, num_threads: int = 1,
+                        user_defined_symbols: Sequence[str] = (),
+                        byte_fallback: bool = False) -> str:
+  """Trains a sentencepiece model on text file(s) (one sentence per line); returns PREFIX.model.
+
+  Ids 0/1/2 are pad/eos/unk, no BOS. One thread and a fixed sampling seed keep it deterministic.
+  """
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  paths = [input_path] if isinstance(input_path, str) else list(input_path)
+  for p in paths:
+    if not os.path.exists(p):
+      raise FileNotFoundError(f"training text {p!r} does not exist")
+    if os.path.getsize(p) == 0:
+      raise ValueError(f"training text {p!r} is empty")
+  out_dir = os.path.dirname(os.path.abspath(out_prefix))
+  os.makedirs(out_dir, exist_ok=True)
+  try:
+    spm.SentencePieceTrainer.train(
+        input=",".join(paths), model_prefix=out_prefix, vocab_size=int(vocab_size),
+        model_type=model_type, character_coverage=character_coverage,
+        input_sentence_size=int(input_sentence_size), shuffle_input_sentence=True,
+        num_threads=int(num_threads), pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        user_defined_symbols=list(user_defined_symbols), byte_fallback=byte_fallback,
+        minloglevel=2)
+  except RuntimeError as e:
+    msg = str(e)
+    hint = ("the corpus is too small for this vocab_size: pass a smaller --vocab_size"
+            if "Vocabulary size" in msg or "vocab_size" in msg else "see the message above")
+    raise ValueError(f"sentencepiece training on {paths} failed: {msg}\n{hint}") from e
+  return out_prefix + ".model"
