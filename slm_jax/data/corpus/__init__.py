@@ -1,0 +1,6 @@
+"""Speech-text corpora: the offline demo corpus (fortunes + flite/espeak-ng), real test speech,
+manifests (docs/data_contract.md section 1) and tfds builders."""
+from slm_jax.data.corpus.build import build_demo_corpus, split_of
+from slm_jax.data.corpus.fortunes import MissingPackageError, fortune_sentences, normalize_transcript
+from slm_jax.data.corpus.manifest import (SAMPLE_RATE, SPLITS, iter_utterances, load_audio,
+                                          read_manifest)
