@@ -89,3 +89,24 @@ def finalize_row(row: dict) -> dict:
   out["positions"] = row["tokens_positions"].astype(np.int32)
   out["loss_weights"] = out["loss_weights"].astype(np.float32)
   return out
+
+
+def documents_from_rows(batches) -> list[dict]:
+  """Inverse of packing: the documents of packed rows (dicts of [B, L, ...] or [L, ...] arrays).
+
+  Documents come out in row order, segments in id order; padding (segment 0) is dropped. Used by
+  `slm-data inspect` and by tests that check packing keeps every token exactly once.
+  """
+  if isinstance(batches, dict):
+    batches = [batches]
+  docs = []
+  for batch in batches:
+    seg = np.asarray(batch["segment_ids"])
+    rows = seg.reshape(-1, seg.shape[-1]).shape[0]
+    flat = {k: np.asarray(v).reshape((rows,) + np.shape(v)[seg.ndim - 1:]) for k, v in batch.items()}
+    for r in range(rows):
+      ids = flat["segment_ids"][r]
+      for s in np.unique(ids[ids > 0]):
+        sel = ids == s
+        docs.append({k: v[r][sel] for k, v in flat.items() if k != "segment_ids"})
+  return docs
