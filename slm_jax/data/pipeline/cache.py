@@ -125,6 +125,11 @@ def write_cache(examples: Iterable[dict], out_dir: str, vocab: UnifiedVocab, *, 
       counts[i % num_shards] += 1
       num_tokens += len(ex["tokens"])
       num_loss += float(np.sum(ex["loss_mask"]))
+  except Exception:  # a bad example or source: remove the partial write (a kill leaves it, unused)
+    for w in writers:
+      w.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
   finally:
     for w in writers:
       w.close()
