@@ -3,8 +3,9 @@
 Same semantics as the grain pipeline (documents.py): each example is shifted by one inside
 itself, documents longer than L follow the same `long_documents` policy, then rows are packed
 greedily with seqio's `trim_and_pack_dataset` (the tf.data packer seqio's own feature converters
-use). seqio packs rank-1 features only, so the K-1 extra speech channels travel flattened
-([n * (K-1)] with length L * (K-1), which packs exactly when the tokens do) and are reshaped after.
+use). seqio packs rank-1 non-zero int32 features only, so the K-1 extra speech channels travel
+flattened ([n * (K-1)] with length L * (K-1), which packs exactly when the tokens do) and every
+feature is encoded non-zero (`_encode_nonzero`), then decoded after packing.
 
 For quick experiments on a seqio task without a cache; training at scale uses the grain pipeline
 (checkpointable state, per-process sharding of caches). The iterator's state is the number of
@@ -51,27 +52,39 @@ def _apply_long_policy(ds: tf.data.Dataset, seq_len: int, policy: str) -> tf.dat
   return ds.flat_map(pieces)
 
 
+def _encode_nonzero(d: dict) -> dict:
+  """seqio's tf packer casts to int32 and cuts each feature at its count of non-zeros, so every
+  packed feature must be non-zero int32: codes and targets travel +1, weights as their float bits +1."""
+  out = {"tokens": d["tokens"], "targets": d["targets"] + 1,
+         "loss_weights": tf.bitcast(d["loss_weights"], tf.int32) + 1}
+  for k in ("speech_codes", "target_speech_codes"):
+    if k in d:
+      out[k] = tf.reshape(d[k], [-1]) + 1
+  return out
+
+
 def pack_tf_dataset(ds: tf.data.Dataset, seq_len: int, num_channels: int = 1,
                     long_documents: str = "split") -> tf.data.Dataset:
   """Template outputs (tokens, loss_mask, speech_codes?) -> packed rows with the batch keys."""
   c = num_channels - 1
   ds = ds.map(lambda ex: _to_document(ex, num_channels), num_parallel_calls=tf.data.AUTOTUNE)
   ds = _apply_long_policy(ds, seq_len, long_documents)
+  ds = ds.map(_encode_nonzero, num_parallel_calls=tf.data.AUTOTUNE)
   lengths = {"tokens": seq_len, "targets": seq_len, "loss_weights": seq_len}
   if c:
-    ds = ds.map(lambda d: {**d, "speech_codes": tf.reshape(d["speech_codes"], [-1]),
-                           "target_speech_codes": tf.reshape(d["target_speech_codes"], [-1])})
     lengths.update(speech_codes=seq_len * c, target_speech_codes=seq_len * c)
   ds = seqio.utils.trim_and_pack_dataset(ds, lengths, use_custom_ops=False)
 
   def finalize(row):
-    out = {"tokens": row["tokens"], "targets": row["targets"],
-           "loss_weights": tf.cast(row["loss_weights"], tf.float32),
-           "segment_ids": tf.cast(row["tokens_segment_ids"], tf.int32),
-           "positions": tf.cast(row["tokens_positions"], tf.int32)}
-    if c:
-      out["speech_codes"] = tf.reshape(row["speech_codes"], [seq_len, c])
-      out["target_speech_codes"] = tf.reshape(row["target_speech_codes"], [seq_len, c])
+    seg = tf.cast(row["tokens_segment_ids"], tf.int32)
+    real = seg > 0
+    out = {"tokens": row["tokens"], "targets": tf.where(real, row["targets"] - 1, 0),
+           "loss_weights": tf.where(real, tf.bitcast(row["loss_weights"] - 1, tf.float32), 0.0),
+           "segment_ids": seg, "positions": tf.cast(row["tokens_positions"], tf.int32)}
+    for k in ("speech_codes", "target_speech_codes"):
+      if c:
+        codes = tf.reshape(row[k], [seq_len, c]) - 1
+        out[k] = tf.where(real[:, None], codes, 0)
     return out
   return ds.map(finalize, num_parallel_calls=tf.data.AUTOTUNE)
 
