@@ -21,7 +21,7 @@ _EVENT_WORD, _EVENT_MSG_TERMINATED = 1, 6
 _PARAM_RATE, _PARAM_PITCH = 1, 3
 _CHARS_UTF8 = 1
 _EE_OK = 0
-_WORD = re.compile(r"[A-Za-z']+")
+_WORD = re.compile(r"[A-Za-z](?:[A-Za-z']*[A-Za-z])?")  # as normalize_transcript splits words
 
 
 class _EventId(ctypes.Union):
@@ -109,25 +109,52 @@ def _word_ends(audio_16k: np.ndarray, starts: list[float], frame_s: float = 0.01
   return ends
 
 
+def _event_words(spans: list[tuple[int, int]], events: list[tuple[int, int]]) -> dict[int, float]:
+  """{word index: start seconds} for the words espeak-ng announced.
+
+  A WORD event's text position (1-based) points at its word or at the space before it
+  (before the first word: anywhere in the leading punctuation).
+  """
+  out: dict[int, float] = {}
+  for pos, ms in events:
+    c = pos - 1
+    w = next((k for k, (a, b) in enumerate(spans) if c < b), None)
+    if w is not None and w not in out and (spans[w][0] - c <= 1 or w == 0):
+      out[w] = ms / 1000.0
+  return out
+
+
 def synthesize(text: str, words: list[str], voice: str = "en-us", rate: int = 160,
                pitch: int = 50):
   """Speaks `text` with espeak-ng (`voice` like "en-us+f3", words/minute `rate`, `pitch` 0-99).
 
+  espeak-ng speaks some unstressed words together with a neighbour ("do not", "in the") and
+  announces only the first; such a group's time is shared among its words by letter count.
+
   Returns:
     (audio int16[S] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.
   Raises:
-    ValueError: espeak-ng reported a different number of words than the transcript has.
+    ValueError: the text's words are not the transcript's, or the first word got no event.
   """
+  spans = [m.span() for m in _WORD.finditer(text)]
+  if [text[a:b].lower().replace("'", "") for a, b in spans] != [w.replace("'", "")
+                                                                  for w in words]:
+    raise ValueError(f"the words of {text!r} are not the transcript {words}")
   eng = engine()
   audio, events = eng.speak(text, voice, rate, pitch)
-  # espeak counts text positions from 1, in characters; keep events that start a letter word.
-  word_offsets = {m.start() for m in _WORD.finditer(text)}
-  starts_ms = [ms for pos, ms in events if pos - 1 in word_offsets]
-  if len(starts_ms) != len(words):
-    raise ValueError(f"espeak-ng gave {len(starts_ms)} word events for {len(words)} words "
-                     f"in {text!r}")
   g = math.gcd(16000, eng.rate)
   audio_16k = signal.resample_poly(audio.astype(np.float32), 16000 // g, eng.rate // g)
   audio_16k = np.clip(np.round(audio_16k), -32768, 32767).astype(np.int16)
-  starts = [ms / 1000.0 for ms in starts_ms]
-  return audio_16k, starts, _word_ends(audio_16k, starts)
+  announced = _event_words(spans, events)
+  if 0 not in announced:
+    raise ValueError(f"espeak-ng gave no word event for the first word of {text!r}")
+  anchors = sorted(announced)
+  group_ends = _word_ends(audio_16k, [announced[w] for w in anchors])
+  starts, ends = [0.0] * len(words), [0.0] * len(words)
+  for k, (a, t0, t1) in enumerate(zip(anchors, [announced[w] for w in anchors], group_ends)):
+    b = anchors[k + 1] if k + 1 < len(anchors) else len(words)
+    weights = np.cumsum([0] + [len(words[w]) + 1 for w in range(a, b)], dtype=np.float64)
+    cuts = t0 + (t1 - t0) * weights / weights[-1]
+    for w in range(a, b):
+      starts[w], ends[w] = float(cuts[w - a]), float(cuts[w - a + 1])
+  return audio_16k, starts, ends

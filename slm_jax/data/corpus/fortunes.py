@@ -56,12 +56,12 @@ def split_records(raw: str) -> Iterator[str]:
 def clean_sentence(record: str, min_chars: int = 15, max_chars: int = 100) -> str | None:
   """Whitespace-normalized record text for synthesis, or None if it fails the filter."""
   text = _ATTRIBUTION.sub("", _SPACES.sub(" ", record)).strip()
-  if not (min_chars <= len(text) <= max_chars) or not _ALLOWED.match(text):
+  if not _ALLOWED.match(text):
     return None
-  text = text.replace('"', "")
-  if not any(c.isalpha() for c in text):
+  text = _SPACES.sub(" ", text.replace('"', "")).strip()
+  if not (min_chars <= len(text) <= max_chars) or not any(c.isalpha() for c in text):
     return None
-  return _SPACES.sub(" ", text).strip()
+  return text
 
 
 def normalize_transcript(sentence: str) -> str:
