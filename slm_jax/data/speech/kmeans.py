@@ -50,9 +50,9 @@ def stack_context(x_TD: np.ndarray, context: int) -> np.ndarray:
 def dedup_units(units_T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Collapses repeated consecutive units: [T] or [T, 1] -> (units [T'] (same rank), runs int32[T'])."""
   u = np.asarray(units_T)
-  flat = u.reshape(u.shape[0], -1)
-  if flat.shape[0] == 0:
+  if u.shape[0] == 0:
     return u, np.zeros([0], np.int32)
+  flat = u.reshape(u.shape[0], -1)
   change = np.r_[True, np.any(flat[1:] != flat[:-1], axis=1)]
   starts = np.flatnonzero(change)
   runs = np.diff(np.r_[starts, flat.shape[0]]).astype(np.int32)
