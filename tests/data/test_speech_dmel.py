@@ -104,3 +104,13 @@ def test_save_load_and_identity(tok, tmp_path):
 def test_benchmark_realtime_factor_runs(tok):
   rtf = benchmark_realtime_factor(tok, seconds=2.0, utterance_seconds=1.0, repeats=1)
   assert np.isfinite(rtf) and rtf > 0
+
+
+def test_encode_inside_tf_data(tok):
+  import tensorflow as tf
+  a = (synthetic_speechlike(0.5, 16000, seed=8) * 32767).astype(np.int16)
+  ds = tf.data.Dataset.from_tensors({"audio": a, "sample_rate": np.int32(16000)})
+  ds = ds.map(lambda ex: tok.encode_tf(ex["audio"], ex["sample_rate"]))
+  assert ds.element_spec.shape.as_list() == [None, 80]
+  (frames,) = list(ds.as_numpy_iterator())
+  np.testing.assert_array_equal(frames, tok.encode(a, 16000))

@@ -78,6 +78,17 @@ class SpeechTokenizer(abc.ABC):
     """Mono audio [S] at `sample_rate` -> frames int32[T, K]."""
     return self.encode_batch([audio], sample_rate)[0]
 
+  def encode_tf(self, audio, sample_rate):
+    """The same inside tf.data: tf audio [S] (int16 or float), scalar rate -> tf.int32 [T, K]."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def _np(a, rate):
+      return self.encode(a, int(rate)).astype(np.int32)
+
+    frames = tf.numpy_function(_np, [audio, sample_rate], tf.int32, stateful=False)
+    frames.set_shape([None, self.num_channels])
+    return frames
+
   @abc.abstractmethod
   def encode_batch(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[np.ndarray]:
     """Several utterances at once (vectorized) -> list of int32[T_i, K]."""
