@@ -134,3 +134,21 @@ def test_vocab_mismatch_is_a_clear_error(caches):
   other = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 32))
   with pytest.raises(ValueError, match="speech_codebook_sizes"):
     _make(caches, vocab=other)
+
+
+def test_gin_switch_builds_the_grain_iterator(caches):
+  import gin  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.pipeline import input_pipeline  # pylint: disable=import-outside-toplevel
+  gin.parse_config([
+      'make_input_iterator.backend = "grain"',
+      f'make_input_iterator.cache_dirs = ["{caches["a"][0]}", "{caches["b"][0]}"]',
+      "make_input_iterator.rates = [3, 1]",
+      "make_input_iterator.seq_len = 64",
+      "make_input_iterator.batch_size = 4",
+      "make_input_iterator.seed = 3",
+      "make_grain_iterator.num_packing_bins = 4",
+  ])
+  it = input_pipeline.make_input_iterator(vocab=VOCAB)
+  _assert_same(_take(it, 2), _take(_make(caches), 2))
+  with pytest.raises(ValueError, match="not one of"):
+    input_pipeline.make_input_iterator(backend="torch", vocab=VOCAB)
