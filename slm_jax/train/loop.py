@@ -52,7 +52,7 @@ class TrainRun:
         lambda: state_lib.init_state(cfg, self.optimizer, seed))
     self.param_shardings = state_lib.param_shardings(abstract_nnx, self.mesh, self.rules)
     self.state_shardings = state_lib.state_shardings(
-        self.abstract_state, self.param_shardings, self.optimizer, self.mesh)
+        self.abstract_state, self.param_shardings, self.mesh)
     self.loss_options = loss_lib.loss_options()
     self._step_fn = step_lib.make_train_step(
         self.graphdef, self.optimizer, self.schedule, self.trainable, vocab=cfg.vocab,
@@ -65,8 +65,8 @@ class TrainRun:
     return jax.jit(lambda: state_lib.init_state(self.cfg, self.optimizer, self.seed),
                    out_shardings=self.state_shardings)()
 
-  def restore_target(self, dtype_overrides: Callable | None = None):
-    """Abstract TrainState with this run's shardings (and dtypes) for Orbax restores."""
+  def restore_target(self):
+    """Abstract TrainState with this run's shardings and dtypes (an Orbax restore target)."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         self.abstract_state, self.state_shardings)
 

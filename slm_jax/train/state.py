@@ -61,23 +61,29 @@ def param_shardings(abstract_nnx_state, mesh: Mesh, rules=None):
   return sharding.state_shardings(abstract_nnx_state, mesh, rules).to_pure_dict()
 
 
-def state_shardings(abstract_train_state: TrainState, params_sh, optimizer, mesh: Mesh) -> TrainState:
-  """Shardings for a whole TrainState: optimizer moments follow their parameters."""
+def state_shardings(abstract_train_state: TrainState, params_sh, mesh: Mesh) -> TrainState:
+  """Shardings for a whole TrainState: optimizer moments follow their parameters.
+
+  An optimizer-state leaf takes the sharding of the parameter whose key path ends its own path
+  (e.g. `.../mu/decoder/.../kernel`); other leaves (step counts) are replicated.
+  """
   replicated = NamedSharding(mesh, P())
-  opt_sh = optax.tree_map_params(
-      optimizer, lambda _, s: s, abstract_train_state.opt_state, params_sh,
-      transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
-  # Non-parameter leaves (counts) and MaskedNodes: replicated where they are arrays.
-  opt_sh = jax.tree.map(lambda s, a: s if isinstance(s, NamedSharding) else replicated,
-                        opt_sh, abstract_train_state.opt_state,
-                        is_leaf=lambda x: isinstance(x, NamedSharding))
+  by_path = {tuple(_key(k) for k in path): sh for path, sh in
+             jax.tree_util.tree_flatten_with_path(params_sh)[0]}
+  depth = max(len(k) for k in by_path)
+
+  def one(path, leaf):
+    keys = tuple(_key(k) for k in path)
+    for n in range(min(depth, len(keys)), 0, -1):
+      sh = by_path.get(keys[-n:])
+      if sh is not None and getattr(leaf, "ndim", 0) > 0:
+        return sh
+    return replicated
+
+  opt_sh = jax.tree_util.tree_map_with_path(one, abstract_train_state.opt_state)
   return TrainState(params=params_sh, opt_state=opt_sh, step=replicated, rng=replicated,
                     skipped=replicated, skipped_in_row=replicated)
 
 
-def with_shardings(abstract_tree, shardings_tree, dtype_of=None):
-  """ShapeDtypeStructs carrying shardings (restore targets); `dtype_of(path, dtype)` may recast."""
-  def one(a, s):
-    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
-  return jax.tree.map(one, abstract_tree, shardings_tree)
+def _key(k):
+  return getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
