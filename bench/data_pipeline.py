@@ -84,7 +84,7 @@ def train_tokens_per_s(batch, seq, steps, repeats):
   import train_step  # bench/train_step.py  pylint: disable=import-outside-toplevel
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   from slm_jax.models import build as build_lib  # pylint: disable=import-outside-toplevel
-  configuration.parse(["models/demo.gin"])
+  configuration.parse(["models/demo.gin"], finalize=False)  # later imports add configurables
   cfg = build_lib.config_from_gin()
   which, compile_s, times, _ = train_step.bench_jax(cfg, batch, seq, steps, repeats)
   return batch * seq / statistics.median(times), which, compile_s
