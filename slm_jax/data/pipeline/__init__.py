@@ -7,6 +7,7 @@
   feature_converter.py the plain seqio / tf.data path with the same batch
   input_pipeline.py    the gin switch between the two
   cli.py               `slm-data cache` and `slm-data inspect`
+  synthetic_examples.py random valid template outputs for tests and bench/data_pipeline.py
 
 TensorFlow is imported only by feature_converter.py and cli.py's `cache` (seqio tasks).
 """
