@@ -194,6 +194,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules | None = None):
 
   def to_sharding(leaf, spec):
     value = leaf.value if isinstance(leaf, nnx.Variable) else leaf
+    spec = spec.value if isinstance(spec, nnx.Variable) else spec   # flattened to the Variable
     axes = tuple(spec) if isinstance(spec, P) else None
     return named_sharding(mesh, axes, value.shape, rules) if hasattr(value, "shape") else None
 

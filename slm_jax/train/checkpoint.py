@@ -50,6 +50,16 @@ def _gather_json(obj) -> list:
   return [json.loads(every[i, :lengths[i]].tobytes().decode()) for i in range(len(lengths))]
 
 
+def _handler_registry():
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+    registry.add("state", args, ocp.StandardCheckpointHandler)
+  for item in ("data", "config", "vocab"):
+    for args in (ocp.args.JsonSave, ocp.args.JsonRestore):
+      registry.add(item, args, ocp.JsonCheckpointHandler)
+  return registry
+
+
 class Checkpointer:
   """CheckpointManager for TrainState + data-iterator state + operative config + vocab."""
 
@@ -63,7 +73,7 @@ class Checkpointer:
             max_to_keep=o["keep_last"], keep_period=o["keep_every"],
             enable_async_checkpointing=o["async_save"], cleanup_tmp_directories=True,
             create=True),
-        item_names=("state", "data", "config", "vocab"))
+        handler_registry=_handler_registry())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
