@@ -69,6 +69,10 @@ def test_sentencepiece_train_and_load(spm_model):
 
 
 def test_sentencepiece_identity_changes_with_model(spm_model, tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n".join(_corpus()) + "\n")
+  again = SentencePieceVocab(train_sentencepiece(str(corpus), 300, str(tmp_path / "elsewhere")))
+  assert again.name == SentencePieceVocab(spm_model).name  # deterministic, path-independent
   corpus = tmp_path / "c.txt"
   corpus.write_text("\n".join(_corpus(rng_seed=1)) + "\n")
   other = SentencePieceVocab(train_sentencepiece(str(corpus), 250, str(tmp_path / "o")))

@@ -46,10 +46,11 @@ def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, 
                         model_type: str = "unigram", character_coverage: float = 1.0,
                         input_sentence_size: int = 1_000_000, num_threads: int = 1,
                         user_defined_symbols: Sequence[str] = (),
-                        byte_fallback: bool = False) -> str:
+                        byte_fallback: bool = False, seed: int = 0) -> str:
   """Trains a sentencepiece model on text file(s) (one sentence per line); returns PREFIX.model.
 
-  Ids 0/1/2 are pad/eos/unk, no BOS. One thread and a fixed sampling seed keep it deterministic.
+  Ids 0/1/2 are pad/eos/unk, no BOS. One thread and a fixed `seed` keep it deterministic: the
+  same corpus and settings give a byte-identical model (training paths are not stored in it).
   """
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   paths = [input_path] if isinstance(input_path, str) else list(input_path)
@@ -60,6 +61,7 @@ def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, 
       raise ValueError(f"training text {p!r} is empty")
   out_dir = os.path.dirname(os.path.abspath(out_prefix))
   os.makedirs(out_dir, exist_ok=True)
+  spm.set_random_generator_seed(int(seed))
   try:
     spm.SentencePieceTrainer.train(
         input=",".join(paths), model_prefix=out_prefix, vocab_size=int(vocab_size),
@@ -73,4 +75,20 @@ def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, 
     hint = ("the corpus is too small for this vocab_size: pass a smaller --vocab_size"
             if "Vocabulary size" in msg or "vocab_size" in msg else "see the message above")
     raise ValueError(f"sentencepiece training on {paths} failed: {msg}\n{hint}") from e
-  return out_prefix + ".model"
+  model = out_prefix + ".model"
+  _strip_paths(model)
+  return model
+
+
+def _strip_paths(model_file: str) -> None:
+  """Clears the training paths stored in the model proto, so the same corpus and settings give
+  byte-identical models (and the same `name`) wherever they were trained."""
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=import-outside-toplevel
+  proto = sentencepiece_model_pb2.ModelProto()
+  with open(model_file, "rb") as f:
+    proto.ParseFromString(f.read())
+  proto.trainer_spec.model_prefix = ""
+  del proto.trainer_spec.input[:]
+  with open(model_file + ".tmp", "wb") as f:
+    f.write(proto.SerializeToString(deterministic=True))
+  os.replace(model_file + ".tmp", model_file)
