@@ -62,6 +62,18 @@ def test_kmeans_finds_separated_blobs():
     kmeans(x[:3], 4)
 
 
+def test_kmeans_iterations_reduce_distortion():
+  x = np.random.default_rng(0).standard_normal([2000, 4]).astype(np.float32)
+
+  def distortion(c):
+    return ((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).mean()
+
+  lines = []
+  one, many = kmeans(x, 16, num_iters=1), kmeans(x, 16, num_iters=30, log_fn=lines.append)
+  assert distortion(many) < 0.97 * distortion(one)
+  assert len(lines) > 2 and "iteration" in lines[0]
+
+
 def test_dedup():
   u, runs = dedup_units(np.array([[1], [1], [2], [2], [2], [1]]))
   assert u[:, 0].tolist() == [1, 2, 1] and runs.tolist() == [2, 3, 1]

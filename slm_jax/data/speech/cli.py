@@ -44,7 +44,8 @@ def _run(args) -> int:
       audios.append(a[0])
   print(f"audio: {policy.summary()}; {sum(len(a) for a in audios) / rate / 3600:.2f} h")
   tok = fit_kmeans_tokenizer(audios, rate, num_units=args.num_units, rate=args.rate,
-                             context=args.context, seed=args.seed, dedup=args.dedup)
+                             context=args.context, seed=args.seed, dedup=args.dedup,
+                             log_fn=lambda m: print(m, flush=True))
   path = tok.save(args.out)
   print(f"wrote {path}: {tok.name}")
   return 0

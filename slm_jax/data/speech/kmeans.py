@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import gin
 import numpy as np
@@ -94,8 +94,9 @@ def _kmeans_pp(x_ND: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
 
 @gin.configurable
 def kmeans(x_ND: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 25,
-           max_points: int = 200_000, init_points: int = 20_000, tol: float = 1e-4) -> np.ndarray:
-  """Deterministic k-means -> centroids float32[num_clusters, D]."""
+           max_points: int = 200_000, init_points: int = 20_000, tol: float = 1e-4,
+           log_fn: Optional[Callable[[str], None]] = None) -> np.ndarray:
+  """Deterministic k-means -> centroids float32[num_clusters, D]; `log_fn` gets progress lines."""
   x_ND = np.asarray(x_ND, np.float32)
   n = x_ND.shape[0]
   if n < num_clusters:
@@ -108,7 +109,7 @@ def kmeans(x_ND: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 
   init = x_ND if n <= init_points else x_ND[np.sort(rng.choice(n, init_points, replace=False))]
   c_KD = _kmeans_pp(init, num_clusters, rng)
   prev = np.inf
-  for _ in range(num_iters):
+  for it in range(num_iters):
     a = assign(x_ND, c_KD)
     counts = np.bincount(a, minlength=num_clusters)
     onehot_KN = scipy.sparse.csr_matrix((np.ones(n), (a, np.arange(n))), shape=(num_clusters, n))
@@ -120,7 +121,9 @@ def kmeans(x_ND: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 
       far = np.argsort(-d, kind="stable")[:int(empty.sum())]
       c_KD[np.flatnonzero(empty)] = x_ND[far]
     inertia = float(np.einsum("nd,nd->", x_ND - c_KD[a], x_ND - c_KD[a]))
-    if prev - inertia <= tol * abs(prev):
+    if log_fn:
+      log_fn(f"k-means iteration {it + 1}/{num_iters}: mean squared distance {inertia / n:.4f}")
+    if np.isfinite(prev) and prev - inertia <= tol * prev:
       break
     prev = inertia
   return c_KD
@@ -252,13 +255,17 @@ def _unit_hop(cfg: mel_lib.MelConfig, rate: float) -> int:
 def fit_kmeans_tokenizer(audios: Sequence[np.ndarray], sample_rate: int, num_units: int = 512,
                          rate: float = 25.0, context: int = 0, seed: int = 0,
                          dedup: bool = False, mel: Optional[mel_lib.MelConfig] = None,
-                         num_iters: int = 25, max_points: int = 200_000) -> KMeansTokenizer:
+                         num_iters: int = 25, max_points: int = 200_000,
+                         log_fn: Optional[Callable[[str], None]] = None) -> KMeansTokenizer:
   """Fits k-means units on a corpus (list of mono arrays at `sample_rate`); deterministic in seed."""
   probe = KMeansTokenizer(np.zeros([1, (mel or mel_lib.MelConfig()).n_mels * (2 * context + 1)]),
                           rate=rate, context=context, mel=mel)
   feats = []
   for s in range(0, len(audios), 64):  # bounded memory for large corpora
     feats += probe.features_batch(audios[s:s + 64], sample_rate)
+  if log_fn:
+    log_fn(f"features: {sum(f.shape[0] for f in feats)} frames of dim {probe.centroids.shape[1]}")
   x = np.concatenate(feats, axis=0) if feats else np.zeros([0, probe.centroids.shape[1]], np.float32)
-  centroids = kmeans(x, num_units, seed=seed, num_iters=num_iters, max_points=max_points)
+  centroids = kmeans(x, num_units, seed=seed, num_iters=num_iters, max_points=max_points,
+                     log_fn=log_fn)
   return KMeansTokenizer(centroids, rate=rate, context=context, dedup=dedup, mel=probe.mel)
