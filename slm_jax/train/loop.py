@@ -124,15 +124,15 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
   cfg = build.config_from_gin()
   run = TrainRun(cfg, seed=seed, num_microbatches=num_microbatches)
   is_main = jax.process_index() == 0
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    configuration.write_operative_config(workdir)
-    cfg.vocab.save(workdir)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   shard = data_lib.host_shard(run.mesh, batch_size, seq_len, run.rules)
   make = lambda factory, split: factory(split=split, batch_size=batch_size, seq_len=seq_len,
                                         vocab=cfg.vocab, shard=shard, seed=seed)
   train_iter = make(data_factory, "train")
+  peak = metrics_lib.peak_flops()
+  if is_main:   # every configurable the run uses has been called by now
+    configuration.write_operative_config(workdir)
+    cfg.vocab.save(workdir)
 
   start = ckpt.latest_step()
   if start is not None:
@@ -146,7 +146,6 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
 
   writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"))
   flops_per_step = metrics_lib.model_flops_per_token(cfg, run.num_params, seq_len) * batch_size * seq_len
-  peak = metrics_lib.peak_flops()
   if is_main:
     print(f"slm-train: {run.num_params / 1e6:.2f}M parameters, mesh {dict(run.mesh.shape)}, "
           f"batch {batch_size}x{seq_len}, steps {start}->{total_steps}, workdir {workdir}", flush=True)
