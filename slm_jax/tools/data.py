@@ -88,7 +88,8 @@ def main(argv=None) -> int:
   if not getattr(args, "func", None):
     parser.print_help()
     return 2
-  gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
+  # Not finalized: subcommands import their gin-configurable modules lazily.
+  gin.parse_config_files_and_bindings(args.gin_file, args.gin_param, finalize_config=False)
   return int(args.func(args) or 0)
 
 

@@ -113,11 +113,20 @@ def test_missing_flite_is_a_clear_error(monkeypatch):
     flite.flite_binary()
 
 
+# espeak.py forks a child per utterance; nothing here runs JAX threads, so JAX's warning is moot.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_espeak_word_timings_follow_the_speech():
   from slm_jax.data.corpus import espeak
   audio, starts, ends = espeak.synthesize(TEXT, WORDS, "en-us+f3", 150, 60)
   assert audio.dtype == np.int16 and len(audio) > 16000
   _check_timings(audio, starts, ends)
+  again = espeak.synthesize(TEXT, WORDS, "en-us+f3", 150, 60)
+  assert np.array_equal(again[0], audio) and again[1] == starts  # no state between utterances
+  # Unstressed words spoken with a neighbour ("in the") still get their own time span.
+  words = "stand in the hall and shout fire".split()
+  audio, starts, ends = espeak.synthesize("stand in the hall, and shout fire!", words)
+  assert len(starts) == 7 and all(s < e for s, e in zip(starts, ends))
+  assert all(e <= s2 + 1e-6 for e, s2 in zip(ends[:-1], starts[1:]))
   with pytest.raises(ValueError, match="no voice"):
     espeak.synthesize(TEXT, WORDS, "no-such-voice", 150, 50)
 

@@ -123,7 +123,7 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
   flite.flite_binary()  # clear error when flite is missing
   if any(v.engine == "espeak" for v in voice_list):
     from slm_jax.data.corpus import espeak  # pylint: disable=import-outside-toplevel
-    espeak.engine()  # clear error when espeak-ng is missing
+    espeak.load_library()  # clear error when espeak-ng is missing
   sentences = fortunes.fortune_sentences(fortunes_dir)
   transcripts = [fortunes.normalize_transcript(s) for s in sentences]
   splits = [split_of(t, split_fractions) for t in transcripts]
@@ -134,11 +134,12 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
 
   order = np.random.default_rng(seed).permutation(len(sentences))
   candidates = [sentences[i].lower() for i in order]
-  ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold JAX threads
-  pool = ctx.Pool(workers) if workers > 1 else None
+  # Always worker processes, started fresh ("spawn"): espeak.py forks per utterance, which must
+  # not happen in a caller that may run JAX threads.
+  pool = multiprocessing.get_context("spawn").Pool(max(1, workers))
   try:
-    imap = (lambda fn, xs: pool.imap(fn, xs, chunksize=16)) if pool else map
-    chosen = _select_sentences(candidates, max_sentences, imap)
+    chosen = _select_sentences(candidates, max_sentences,
+                               lambda fn, xs: pool.imap(fn, xs, chunksize=16))
     items = []
     for text in chosen:
       transcript = fortunes.normalize_transcript(text)
@@ -147,14 +148,12 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
       for v in pick_voices(voice_list, voices_per_sentence, rng):
         items.append((out_dir, f"fortunes-{key[:10]}-{v.tag}",
                       split_of(transcript, split_fractions), text, transcript, v.spec))
-    results = (pool.imap_unordered(_make_utterance, items, chunksize=4) if pool
-               else map(_make_utterance, items))
+    results = pool.imap_unordered(_make_utterance, items, chunksize=4)
     records = list(tqdm.tqdm(results, total=len(items), desc="synthesizing", unit="utt",
                              disable=not progress))
   finally:
-    if pool:
-      pool.close()
-      pool.join()
+    pool.close()
+    pool.join()
 
   failures = collections.Counter(r["error"] for r in records if "error" in r)
   by_split = {s: [r for r in records if "error" not in r and r["split"] == s]

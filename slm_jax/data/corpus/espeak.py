@@ -9,6 +9,8 @@ import ctypes
 import ctypes.util
 import functools
 import math
+import os
+import pickle
 import re
 
 import numpy as np
@@ -39,15 +41,19 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
                              ctypes.POINTER(_Event))
 
 
+def load_library() -> ctypes.CDLL:
+  name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+  try:
+    return ctypes.CDLL(name)
+  except OSError as e:
+    raise missing_package("the espeak-ng library (libespeak-ng.so.1)", "espeak-ng") from e
+
+
 class _Engine:
   """One initialized libespeak-ng per process (the library keeps global state)."""
 
   def __init__(self):
-    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-    try:
-      self.lib = ctypes.CDLL(name)
-    except OSError as e:
-      raise missing_package("the espeak-ng library (libespeak-ng.so.1)", "espeak-ng") from e
+    self.lib = load_library()
     self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, 0)
     if self.rate <= 0:
       raise missing_package("espeak-ng data (espeak_Initialize failed)", "espeak-ng")
@@ -88,6 +94,42 @@ class _Engine:
 @functools.lru_cache(maxsize=1)
 def engine() -> _Engine:
   return _Engine()
+
+
+def _speak_fresh(text: str, voice: str, rate: int, pitch: int):
+  """Speaks in a forked child of the freshly initialized engine.
+
+  libespeak-ng carries waveform state from one utterance to the next (the same call gives a few
+  samples more or less each time), so every utterance starts from the same fresh state: the
+  corpus is then the same whatever order the workers synthesize in.
+  """
+  eng = engine()
+  read_fd, write_fd = os.pipe()
+  pid = os.fork()
+  if pid == 0:  # child: speak, send the result, exit without Python clean-up
+    code = 0
+    try:
+      os.close(read_fd)
+      try:
+        result = eng.speak(text, voice, rate, pitch)
+      except Exception as e:  # pylint: disable=broad-except
+        result = e
+      data = pickle.dumps(result)
+      with os.fdopen(write_fd, "wb") as f:
+        f.write(data)
+    except BaseException:  # pylint: disable=broad-except
+      code = 1
+    os._exit(code)  # pylint: disable=protected-access
+  os.close(write_fd)
+  with os.fdopen(read_fd, "rb") as f:
+    data = f.read()
+  _, status = os.waitpid(pid, 0)
+  if not data or status != 0:
+    raise RuntimeError(f"espeak-ng child process failed (status {status}) on {text!r}")
+  result = pickle.loads(data)
+  if isinstance(result, Exception):
+    raise result
+  return result
 
 
 def _word_ends(audio_16k: np.ndarray, starts: list[float], frame_s: float = 0.01,
@@ -140,10 +182,9 @@ def synthesize(text: str, words: list[str], voice: str = "en-us", rate: int = 16
   if [text[a:b].lower().replace("'", "") for a, b in spans] != [w.replace("'", "")
                                                                   for w in words]:
     raise ValueError(f"the words of {text!r} are not the transcript {words}")
-  eng = engine()
-  audio, events = eng.speak(text, voice, rate, pitch)
-  g = math.gcd(16000, eng.rate)
-  audio_16k = signal.resample_poly(audio.astype(np.float32), 16000 // g, eng.rate // g)
+  audio, events = _speak_fresh(text, voice, rate, pitch)
+  g = math.gcd(16000, engine().rate)
+  audio_16k = signal.resample_poly(audio.astype(np.float32), 16000 // g, engine().rate // g)
   audio_16k = np.clip(np.round(audio_16k), -32768, 32767).astype(np.int16)
   announced = _event_words(spans, events)
   if 0 not in announced:
