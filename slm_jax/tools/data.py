@@ -14,6 +14,8 @@ import sys
 
 import gin
 
+from slm_jax.data.corpus import build as corpus_build  # registers build_demo_corpus with gin
+
 _SUBCOMMAND_MODULES = (
     "slm_jax.data.text.cli",  # train-spm
     "slm_jax.data.speech.cli",  # fit-kmeans
@@ -22,14 +24,23 @@ _SUBCOMMAND_MODULES = (
 
 
 def _build_demo(args) -> int:
-  from slm_jax.data.corpus import build  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.corpus import voices  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.corpus.fortunes import MissingPackageError  # pylint: disable=import-outside-toplevel
   kwargs = {"max_sentences": args.max_sentences, "voices_per_sentence": args.voices_per_sentence,
             "seed": args.seed, "workers": args.workers, "include_real": not args.no_real,
             "progress": not args.quiet}
   if args.voices:
     kwargs["voices"] = args.voices.split(",")
+    try:
+      for spec in kwargs["voices"]:
+        voices.parse_voice(spec)
+    except ValueError as e:
+      raise SystemExit(f"slm-data build-demo: {e}") from e
   kwargs = {k: v for k, v in kwargs.items() if v is not None}
-  info = build.build_demo_corpus(args.out, **kwargs)
+  try:
+    info = corpus_build.build_demo_corpus(args.out, **kwargs)
+  except MissingPackageError as e:
+    raise SystemExit(f"slm-data build-demo: {e}") from e
   print(json.dumps({k: info[k] for k in ("utterances", "hours", "splits", "failures",
                                          "build_seconds")}, indent=1))
   print(f"demo corpus in {args.out} (details: {args.out}/build_info.json)")

@@ -140,6 +140,11 @@ class LibrispeechFolder(tfds.core.GeneratorBasedBuilder):
 
 def prepare(name: str, corpus_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """Builds (once) and returns the tfds builder `name` from the local folder `corpus_dir`."""
+  if not os.path.isdir(corpus_dir):
+    hint = (f"build it with `slm-data build-demo --out {corpus_dir}`" if name == "slm_demo_corpus"
+            else "point it at an existing folder")
+    raise FileNotFoundError(f"local source folder {corpus_dir} for tfds {name} does not exist; "
+                            f"{hint}")
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=corpus_dir))
