@@ -26,6 +26,14 @@ def tiny(speech_codebook_sizes=(24,), **kw) -> ModelConfig:
   return ModelConfig(**base)
 
 
+def tiny_towers(**kw) -> ModelConfig:
+  """tiny() with one text-tower and one speech-tower layer (shared by several tests)."""
+  return tiny(text_tower_layers=1, speech_tower_layers=1, **kw)
+
+
+K8 = (24,) + (16,) * 6 + (8,)    # Mimi-like: 8 codebooks (small here; the last one smaller)
+
+
 def random_batch(cfg: ModelConfig, seed=0, b=B, l=L, speech_fraction=0.5) -> dict:
   """A packed batch: two documents per row (positions restart), mixed text / speech ids."""
   rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from model_testing import L, make, tiny
+from model_testing import L, make, tiny, tiny_towers
 from slm_jax.models.build import param_count
 
 
@@ -38,7 +38,7 @@ def _mixed_document(cfg):
 
 
 def test_towers_see_only_their_own_modality():
-  cfg = tiny(text_tower_layers=1, speech_tower_layers=1, num_layers=1)
+  cfg = tiny_towers()
   model = make(cfg)
   tokens, seg, pos = _mixed_document(cfg)
   v = cfg.vocab

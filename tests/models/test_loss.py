@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model_testing import make, random_batch, tiny
+from model_testing import K8, make, random_batch, tiny
 from slm_jax.data.unified_vocab import EOS_ID
 from slm_jax.models import loss as loss_lib
 from slm_jax.models.heads import NEG_INF
@@ -12,7 +12,7 @@ from slm_jax.models.heads import NEG_INF
 
 @pytest.fixture(scope="module")
 def setup():
-  cfg = tiny(speech_codebook_sizes=(24, 8, 12))     # K = 3, codebooks of different sizes
+  cfg = tiny(speech_codebook_sizes=K8)     # K = 8, extra codebooks of different sizes
   model = make(cfg)
   batch = random_batch(cfg, seed=7)
   hidden = model(batch["tokens"], batch["segment_ids"], batch["positions"], batch["speech_codes"])
@@ -40,10 +40,10 @@ def test_chunked_sums_equal_plain_cross_entropy(setup, chunk_size):
   np.testing.assert_allclose(float(sums["weight"]), w.sum())
   np.testing.assert_allclose(float(sums["correct"]), ((logits.argmax(-1) == t) * w).sum())
   # Extra channels: CE over each channel's own codebook, on speech targets only.
-  ch = np.asarray(model.heads.channel_logits(hidden)).reshape(len(t), 2, -1)
-  tc = np.asarray(batch["target_speech_codes"]).reshape(len(t), 2)
+  ch = np.asarray(model.heads.channel_logits(hidden)).reshape(len(t), len(K8) - 1, -1)
+  tc = np.asarray(batch["target_speech_codes"]).reshape(len(t), len(K8) - 1)
   speech_w = w * np.asarray(cfg.vocab.is_speech(t))
-  for k, size in enumerate((8, 12)):
+  for k, size in enumerate(K8[1:]):
     ce_k, _ = _plain_ce(ch[:, k, :size], tc[:, k])
     np.testing.assert_allclose(float(sums["channel_ce"][k]), (ce_k * speech_w).sum(), rtol=1e-5)
 
