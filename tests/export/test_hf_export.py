@@ -21,15 +21,9 @@ def _perturb(model, seed):
   """Random values everywhere (norm scales and biases too), so the test sees every tensor."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-
-  @jax.jit
-  def noisy(state):
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape, x.dtype)
-                                        for x, k in zip(leaves, keys)])
-
-  nnx.update(model, noisy(nnx.state(model, nnx.Param)))
+  rng = np.random.default_rng(seed)
+  state = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(np.float32), state))
 
 
 @pytest.mark.parametrize("qkv_bias,tie,tower", [(False, True, 0), (True, False, 1)])
