@@ -27,6 +27,8 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+  from slm_jax.tools.train import quiet_gin_search_path_misses  # pylint: disable=import-outside-toplevel
+  quiet_gin_search_path_misses()
   import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
   from slm_jax.tools import plot_metrics  # pylint: disable=import-outside-toplevel
   files = args.gin_file or [DEMO_GIN]

@@ -201,6 +201,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
       if stop_after_steps is not None and steps_done >= stop_after_steps:
         return {"history": history, "eval": evals, "stopped_at": step + 1, "state": state}
       if ckpt.should_save(step + 1) or step + 1 == total_steps:
+        writer.flush()   # metrics up to a checkpoint are on disk before it exists
         ckpt.save(step + 1, state, train_iter.get_state(), cfg.vocab)
   finally:
     if profiling:

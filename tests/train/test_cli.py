@@ -84,3 +84,31 @@ def test_two_processes_train_like_one(tmp_path):
   np.testing.assert_allclose([v for _, v in two["eval/loss/ce"]],
                              [e["loss/ce"] for e in reference["eval"]], rtol=1e-5)
   assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["2", "4"]
+
+
+@pytest.mark.slow
+def test_kill_at_any_moment_then_rerun_continues_bitwise(tmp_path):
+  """SIGKILL mid-run (checkpoints every step, so usually mid-save), rerun: same loss curve."""
+  import signal
+  import time
+  params = ["TOTAL_STEPS=10", "checkpoint_options.save_every=1", "train.eval_every=0"]
+  ref = _cli(tmp_path / "ref", params)
+  out, _ = ref.communicate(timeout=600)
+  assert ref.returncode == 0, out
+  cut = _cli(tmp_path / "cut", params)
+  ckpts = tmp_path / "cut" / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and cut.poll() is None:
+    if ckpts.exists() and len([d for d in os.listdir(ckpts) if d.isdigit()]) >= 3:
+      break
+    time.sleep(0.05)
+  os.kill(cut.pid, signal.SIGKILL)
+  cut.communicate()
+  killed_at = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert killed_at and killed_at[-1] < 10
+  again = _cli(tmp_path / "cut", params)
+  out, _ = again.communicate(timeout=600)
+  assert again.returncode == 0, out
+  expected = plot_metrics.read_scalars(str(tmp_path / "ref" / "tensorboard"))["train/loss"]
+  got = plot_metrics.read_scalars(str(tmp_path / "cut" / "tensorboard"))["train/loss"]
+  assert got == expected

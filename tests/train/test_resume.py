@@ -25,12 +25,14 @@ def _train(workdir, extra=(), **kw):
 
 
 def test_interrupted_run_resumes_bitwise(tmp_path):
-  full = _train(tmp_path / "full")
+  full = _train(tmp_path / "full", ["train.profile_steps = (2, 3)"])
   losses = [h["loss"] for h in full["history"]]
   assert [h["step"] for h in full["history"]] == list(range(1, 7))
   assert losses[-1] < losses[0]
   assert os.path.exists(tmp_path / "full" / "operative_config.gin")
   assert os.path.exists(tmp_path / "full" / "vocab_spec.json")
+  traces = [f for _, _, fs in os.walk(tmp_path / "full" / "profile") for f in fs]
+  assert any(f.endswith((".xplane.pb", ".trace.json.gz")) for f in traces), traces
 
   first = _train(tmp_path / "cut", stop_after_steps=3)      # "killed" after step 3, saved at 2
   assert first["stopped_at"] == 3
