@@ -7,9 +7,11 @@ import pytest
 from slm_jax.train import loop, optimizer
 from conftest import batches, mesh_of, tiny_config
 
+# The last three cover every axis in the fast suite; pure data / data x fsdp run with -m slow.
 MESHES = [
-    dict(data=8), dict(data=2, fsdp=4), dict(fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2),
-    dict(fsdp=2, tensor=2, sequence=2),
+    pytest.param(dict(data=8), marks=pytest.mark.slow),
+    pytest.param(dict(data=2, fsdp=4), marks=pytest.mark.slow),
+    dict(fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2), dict(fsdp=2, tensor=2, sequence=2),
 ]
 LR = optimizer.learning_rate_schedule(peak_learning_rate=1e-2, warmup_steps=0, decay="constant")
 
@@ -36,7 +38,11 @@ def reference():
   return _one_step(tiny_config(), dict(data=1))
 
 
-@pytest.mark.parametrize("mesh_shape", MESHES, ids=lambda m: "x".join(f"{k}{v}" for k, v in m.items()))
+def _mesh_id(m):
+  return "x".join(f"{k}{v}" for k, v in m.items())
+
+
+@pytest.mark.parametrize("mesh_shape", MESHES, ids=_mesh_id)
 def test_same_step_on_every_mesh(reference, mesh_shape):
   _, ref_params, ref_metrics, _ = reference
   before, params, metrics, state = _one_step(tiny_config(), mesh_shape)
