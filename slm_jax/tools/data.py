@@ -24,8 +24,9 @@ _SUBCOMMAND_MODULES = (
 
 
 def _build_demo(args) -> int:
-  from slm_jax.data.corpus import voices  # pylint: disable=import-outside-toplevel
-  from slm_jax.data.corpus.fortunes import MissingPackageError  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.corpus import voices
+  from slm_jax.data.corpus.fortunes import MissingPackageError
   kwargs = {"max_sentences": args.max_sentences, "voices_per_sentence": args.voices_per_sentence,
             "seed": args.seed, "workers": args.workers, "include_real": not args.no_real,
             "progress": not args.quiet}
