@@ -33,7 +33,8 @@ class Attention(nnx.Module):
     k_BLKD = constrain(k_BLKD, ("batch", "length", "act_kv_heads", None))
     v_BLKD = constrain(v_BLKD, ("batch", "length", "act_kv_heads", None))
     o_BLHD = dispatch.attention(q_BLHD, k_BLKD, v_BLKD, segment_ids_BL, positions_BL,
-                                segment_ids_BL, positions_BL, implementation=cfg.attention_impl)
+                                segment_ids_BL, positions_BL, implementation=cfg.attention_impl,
+                                causal=True)
     o_BLHD = constrain(o_BLHD, ("batch", "length", "act_heads", None))
     return self.out(o_BLHD)
 
