@@ -159,3 +159,20 @@ def test_vocabulary_mismatch_is_a_clear_error(corpus):
   _configure(corpus, text_size=100)
   with pytest.raises(ValueError, match="UnifiedVocab.text_size"):
     _examples("demo_text_lm")
+
+
+@pytest.mark.parametrize("task_file", ["tasks/demo_spiritlm_thirds.gin", "tasks/demo_all.gin"])
+def test_gin_task_files_parse_and_drive_the_tasks(corpus, task_file):
+  from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+  configuration.parse(["models/demo.gin", task_file], [
+      f"DEMO_CORPUS_DIR = '{corpus}'", "demo_text_vocab.kind = 'bytes'",
+      "demo_speech_tokenizer.kind = 'dmel'", "UnifiedVocab.text_size = 256",
+      "UnifiedVocab.speech_codebook_sizes = " + str((16,) * 80),
+      "demo_interleaved_span/SpanInterleave.speech_fraction = 1.0"], finalize=False)
+  name = gin.query_parameter("%TASK_OR_MIXTURE")
+  assert seqio.get_mixture_or_task(name).name == name
+  assert demo.demo_corpus_dir() == corpus
+  vocab = UnifiedVocab()
+  for ex in _examples("demo_interleaved_span"):  # the task-scoped binding applies
+    content = ex["tokens"][3:-1]
+    assert ex["tokens"][2] == vocab.special_id("[SPEECH]") and vocab.is_speech(content).all()
