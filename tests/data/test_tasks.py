@@ -176,3 +176,10 @@ def test_gin_task_files_parse_and_drive_the_tasks(corpus, task_file):
   for ex in _examples("demo_interleaved_span"):  # the task-scoped binding applies
     content = ex["tokens"][3:-1]
     assert ex["tokens"][2] == vocab.special_id("[SPEECH]") and vocab.is_speech(content).all()
+
+
+def test_tfds_source_gives_the_same_examples(corpus, tmp_path):
+  _configure(corpus)
+  manifest = [e["tokens"].tolist() for e in _examples("demo_asr", split="validation")]
+  gin.parse_config(["demo_source.kind = 'tfds'", f"demo_source.tfds_data_dir = '{tmp_path}'"])
+  assert [e["tokens"].tolist() for e in _examples("demo_asr", split="validation")] == manifest

@@ -83,10 +83,10 @@ def apply_template(dataset: tf.data.Dataset, template: Template, vocab: UnifiedV
     vocab: the UnifiedVocab the ids are laid out for.
     encode_text: text -> text ids, for templates with fixed texts (Instruct); usually
       `lambda s: text_vocab.encode_words(s.split())[0]`.
-    max_length: truncation length; defaults to sequence_length["tokens"] when seqio passes one.
+    max_length: truncation length when seqio passes no sequence_length["tokens"] (that wins).
     on_invalid: "skip" (filter and count) or "raise".
   """
-  if max_length is None and sequence_length and sequence_length.get("tokens"):
+  if sequence_length and sequence_length.get("tokens"):
     max_length = int(sequence_length["tokens"])
   if encode_text is not None:
     template = template.bind(encode_text)
