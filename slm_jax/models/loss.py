@@ -21,10 +21,15 @@ from slm_jax.models.lm import SpeechTextLM
 
 @gin.configurable
 def loss_options(z_loss_weight: float = 0.0, channel_loss_weight: float = 1.0,
-                 chunk_size: int = 1024) -> dict:
-  """Loss options bound from gin (`loss_options.z_loss_weight = 1e-4`, ...)."""
+                 chunk_size: int = 1024, remat: bool = True) -> dict:
+  """Loss options bound from gin (`loss_options.z_loss_weight = 1e-4`, ...).
+
+  chunk_size / remat trade memory for speed: with remat each chunk's logits are recomputed in the
+  backward pass (float32 logits of one chunk live at a time); without it they are kept (faster
+  for small vocabularies, memory chunk_size x V per chunk for every chunk).
+  """
   return dict(z_loss_weight=z_loss_weight, channel_loss_weight=channel_loss_weight,
-              chunk_size=chunk_size)
+              chunk_size=chunk_size, remat=remat)
 
 
 def loss_denominators(batch, vocab) -> dict:
@@ -38,7 +43,8 @@ def _chunk(x, n_chunks):
   return x.reshape((n_chunks, x.shape[0] // n_chunks) + x.shape[1:])
 
 
-def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024) -> dict:
+def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
+              remat: bool = True) -> dict:
   """Weighted sums of per-position losses, bucketed by target modality and speech channel."""
   cfg = model.cfg
   b, l, d = hidden_BLD.shape
@@ -59,7 +65,6 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024)
 
   heads = model.heads
 
-  @jax.checkpoint
   def chunk_sums(c):
     logits_NV = heads.logits(c["h"])
     lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
@@ -79,6 +84,9 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024)
       ch_target_NK = jnp.take_along_axis(ch_logits_NKC, c["tc"][..., None], axis=-1)[..., 0]
       out["channel_ce"] = ((ch_lse_NK - ch_target_NK) * speech_w[:, None]).sum(0)   # [K-1]
     return out
+
+  if remat:
+    chunk_sums = jax.checkpoint(chunk_sums)
 
   def body(carry, c):
     return jax.tree.map(jnp.add, carry, chunk_sums(c)), None
@@ -121,10 +129,10 @@ def metrics_from_sums(sums: dict) -> dict:
 
 
 def lm_loss(model: SpeechTextLM, batch, denominators: dict | None = None, *, z_loss_weight=0.0,
-            channel_loss_weight=1.0, chunk_size=1024):
+            channel_loss_weight=1.0, chunk_size=1024, remat=True):
   """(loss, sums) for a batch; denominators default to this batch's own."""
   hidden = model(batch["tokens"], batch["segment_ids"], batch["positions"], batch.get("speech_codes"))
-  sums = loss_sums(model, hidden, batch, chunk_size=chunk_size)
+  sums = loss_sums(model, hidden, batch, chunk_size=chunk_size, remat=remat)
   denominators = denominators if denominators is not None else loss_denominators(batch, model.cfg.vocab)
   return combine(sums, denominators, z_loss_weight=z_loss_weight,
                  channel_loss_weight=channel_loss_weight), sums

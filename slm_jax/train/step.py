@@ -56,7 +56,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     model = nnx.merge(graphdef, params)
     hidden = model(micro["tokens"], micro["segment_ids"], micro["positions"],
                    micro.get("speech_codes"))
-    sums = loss_lib.loss_sums(model, hidden, micro, chunk_size=opts["chunk_size"])
+    sums = loss_lib.loss_sums(model, hidden, micro, chunk_size=opts["chunk_size"],
+                              remat=opts.get("remat", True))
     return combine(sums, denominators), sums
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -114,7 +115,8 @@ def make_eval_step(graphdef, *, loss_options: dict | None = None) -> Callable:
     model = nnx.merge(graphdef, params)
     hidden = model(batch["tokens"], batch["segment_ids"], batch["positions"],
                    batch.get("speech_codes"))
-    return loss_lib.loss_sums(model, hidden, batch, chunk_size=opts["chunk_size"])
+    return loss_lib.loss_sums(model, hidden, batch, chunk_size=opts["chunk_size"],
+                              remat=opts.get("remat", True))
 
   return eval_step
 
