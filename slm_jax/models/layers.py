@@ -40,8 +40,16 @@ class DenseGeneral(nnx.Module):
     n_in = len(self.in_shape)
     letters = "abcdefgh"
     in_l, out_l = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
-    y = jnp.einsum(f"...{in_l},{in_l}{out_l}->...{out_l}", x.astype(self.dtype),
-                   self.kernel[...].astype(self.dtype))
+    x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
+    if jax.default_backend() == "cpu" and x.ndim > n_in + 1:
+      # XLA:CPU runs a 2-D [N, in] @ [in, out] dot (and its gradients) about 2x faster than the
+      # same einsum with several leading dims (measured on the demo MLP); accelerators keep the
+      # einsum, whose leading dims stay separately shardable.
+      lead = x.shape[:x.ndim - n_in]
+      y = jnp.einsum(f"n{in_l},{in_l}{out_l}->n{out_l}", x.reshape((-1,) + self.in_shape), kernel)
+      y = y.reshape(lead + self.out_shape)
+    else:
+      y = jnp.einsum(f"...{in_l},{in_l}{out_l}->...{out_l}", x, kernel)
     return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
