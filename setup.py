@@ -36,6 +36,7 @@ setuptools.setup(
         "matplotlib>=3.11,<4",
         "tqdm>=4.70,<5",
         "jiwer>=4.0,<5",
+        "importlib_resources>=6",  # tfds 4.9.10 needs it to build datasets
     ],
     extras_require={
         "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
