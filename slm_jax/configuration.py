@@ -7,6 +7,7 @@ from anywhere.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -23,6 +24,7 @@ class ConfigError(ValueError):
 def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
           finalize: bool = True) -> None:
   """Parses gin files and bindings; a typo is a ConfigError naming the file/binding."""
+  _quiet_search_path_misses()
   gin.add_config_file_search_path(os.getcwd())
   gin.add_config_file_search_path(CONFIGS_DIR)
   # Import modules whose configurables the files reference, so that bindings resolve.
@@ -35,6 +37,18 @@ def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
         f"could not parse gin config (files={list(gin_files)}, params={list(gin_params)}):\n  {e}\n"
         "Check the spelling of configurable and parameter names; `slm-train --help_gin` lists "
         "files under configs/.") from e
+
+
+def _not_a_search_path_miss(record: logging.LogRecord) -> bool:
+  """A logging filter: False (drop) for gin's "Path not found" records."""
+  return not str(record.msg).startswith("Path not found")
+
+
+def _quiet_search_path_misses() -> None:
+  """gin logs an ERROR for every search path a file is not in, even when a later one has it."""
+  root = logging.getLogger()
+  if _not_a_search_path_miss not in root.filters:
+    root.addFilter(_not_a_search_path_miss)
 
 
 def _resolve(path: str) -> str:

@@ -12,8 +12,7 @@ import importlib
 import json
 import sys
 
-import gin
-
+from slm_jax import configuration
 from slm_jax.data.corpus import build as corpus_build  # registers build_demo_corpus with gin
 
 _SUBCOMMAND_MODULES = (
@@ -101,7 +100,11 @@ def main(argv=None) -> int:
     parser.print_help()
     return 2
   # Not finalized: subcommands import their gin-configurable modules lazily.
-  gin.parse_config_files_and_bindings(args.gin_file, args.gin_param, finalize_config=False)
+  try:
+    configuration.parse(args.gin_file, args.gin_param, finalize=False)
+  except configuration.ConfigError as e:
+    print(f"slm-data: {e}", file=sys.stderr)
+    return 2
   return int(args.func(args) or 0)
 
 

@@ -30,15 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def quiet_gin_search_path_misses() -> None:
-  """gin logs an ERROR for every search path a file is not in, even when a later one has it."""
-  logging.getLogger().addFilter(lambda r: not str(r.msg).startswith("Path not found"))
-
-
 def main(argv=None) -> int:
   args = parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-  quiet_gin_search_path_misses()
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   if args.help_gin:
     print("\n".join(configuration.available_configs()))
