@@ -12,6 +12,7 @@ import os
 from typing import Sequence
 
 import gin
+from gin import resource_reader
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
@@ -25,6 +26,7 @@ def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
           finalize: bool = True) -> None:
   """Parses gin files and bindings; a typo is a ConfigError naming the file/binding."""
   _quiet_search_path_misses()
+  _guard_package_path_reader()
   gin.add_config_file_search_path(os.getcwd())
   gin.add_config_file_search_path(CONFIGS_DIR)
   # Import modules whose configurables the files reference, so that bindings resolve.
@@ -49,6 +51,22 @@ def _quiet_search_path_misses() -> None:
   root = logging.getLogger()
   if _not_a_search_path_miss not in root.filters:
     root.addFilter(_not_a_search_path_miss)
+
+
+def _package_file_exists(config_path: str) -> bool:
+  try:
+    return resource_reader.system_path_file_exists(config_path)
+  except TypeError:  # a namespace package (e.g. a `models/` folder on sys.path) has no origin
+    return False
+
+
+def _guard_package_path_reader() -> None:
+  """gin's package-path reader crashes when an include such as 'models/demo.gin' names a folder
+  that Python sees as a namespace package (gin 0.5); treat that as "not there" instead."""
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, exists) in enumerate(readers):
+    if exists is resource_reader.system_path_file_exists:
+      readers[i] = (reader, _package_file_exists)
 
 
 def _resolve(path: str) -> str:
