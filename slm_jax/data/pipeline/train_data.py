@@ -1,0 +1,84 @@
+"""The data factory `slm-train` binds for real data (train/data.py's DataIterator interface).
+
+    train.data_factory = @cached_task_data
+    cached_task_data.cache_root = '/data/caches/demo_spiritlm_thirds'
+
+`cache_root` is what `slm-data cache --task MIXTURE --split S --out ROOT/S` wrote: one cache per
+component task (ROOT/<split>/<task>/) and ROOT/<split>/mixture.json with the rates. The train
+split is read through the shuffled, mixed, packed grain iterator; evaluation through the finite
+eval iterator, padded with all-zero-weight batches once the held-out data is exhausted (so every
+process takes the same number of eval steps and the padding never changes the sums).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import gin
+import numpy as np
+
+from slm_jax.data.pipeline import grain_pipeline
+from slm_jax.data.pipeline.cli import MIXTURE_FILENAME
+from slm_jax.data.unified_vocab import UnifiedVocab
+
+
+def cache_dirs_and_rates(split_root: str) -> tuple[list[str], list[float] | None]:
+  """Component caches under ROOT/<split> and their rates (mixture.json), or one task cache."""
+  mixture_file = os.path.join(split_root, MIXTURE_FILENAME)
+  if os.path.exists(mixture_file):
+    with open(mixture_file) as f:
+      mixture = json.load(f)
+    rates = mixture["rates"]
+    return [os.path.join(split_root, t) for t in rates], [float(r) for r in rates.values()]
+  if os.path.isdir(split_root):
+    return [split_root], None
+  raise FileNotFoundError(
+      f"no cached data at {split_root}: run `slm-data cache --task NAME --split SPLIT "
+      f"--out {split_root}` first (make demo does this for the demo mixture)")
+
+
+class _PadAfterEnd:
+  """Wraps a finite iterator: after its end, yields batches of padding (zero loss weight)."""
+
+  def __init__(self, iterator):
+    self._it, self._template = iterator, None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    try:
+      batch = next(self._it)
+      self._template = batch
+      return batch
+    except StopIteration:
+      if self._template is None:
+        raise ValueError("the evaluation cache is empty: rebuild it with `slm-data cache`") from None
+      return {k: np.zeros_like(v) for k, v in self._template.items()}
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+@gin.configurable
+def cached_task_data(*, split: str, batch_size: int, seq_len: int, vocab: UnifiedVocab, shard,
+                     seed: int, cache_root: str = gin.REQUIRED, train_split: str = "train",
+                     eval_split: str = "validation"):
+  """DataIterator over cached seqio tasks for the train loop (see module docstring)."""
+  expected_rows = batch_size // shard.process_count
+  if shard.num_rows != expected_rows or shard.first_row != shard.process_index * expected_rows:
+    raise ValueError(
+        f"process {shard.process_index} feeds rows [{shard.first_row}, "
+        f"{shard.first_row + shard.num_rows}) of the global batch, but the grain pipeline gives "
+        f"process i rows [i * {expected_rows}, (i + 1) * {expected_rows}); order the mesh's batch "
+        "axes so that each host owns its block of rows in process order")
+  common = dict(seq_len=seq_len, batch_size=batch_size, vocab=vocab,
+                process_index=shard.process_index, process_count=shard.process_count)
+  if split == "train":
+    dirs, rates = cache_dirs_and_rates(os.path.join(cache_root, train_split))
+    return grain_pipeline.make_grain_iterator(dirs, rates, seed=seed, **common)
+  dirs, _ = cache_dirs_and_rates(os.path.join(cache_root, eval_split))
+  return _PadAfterEnd(grain_pipeline.make_grain_eval_iterator(dirs, **common))
