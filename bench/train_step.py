@@ -8,9 +8,8 @@ and MFU of the train step; the same model, batch and precision trained by PyTorc
 transformers' LlamaForCausalLM (sdpa, torch.optim.AdamW) and the ratio; compile time against
 depth (scan vs unrolled); peak memory per remat policy (compiled.memory_analysis()).
 
-Model FLOPs per token (the formula printed in the output):
-  6 * N_nonembedding + 6 * D * V_padded (lm head) + 6 * n_layers * H * head_dim * L  (causal
-  attention: QK^T and PV over the L/2 keys a query sees on average, x3 for the backward pass).
+Model FLOPs per token: `slm_jax.train.metrics.model_flops_per_token` (printed with its formula),
+the same definition the train loop's MFU uses.
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 from slm_jax import configuration  # noqa: E402
 from slm_jax.models import build as build_lib  # noqa: E402
 from slm_jax.models import loss as loss_lib  # noqa: E402
+from slm_jax.train import metrics as metrics_lib  # noqa: E402
 
 try:  # the real train step; imported before gin locks its config
   from slm_jax.train.loop import TrainRun  # noqa: E402
@@ -72,29 +72,9 @@ def summary(times: list[float]) -> str:
   return f"median {med * 1e3:.1f} ms, min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f} (n={len(times)})"
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
-  """Measured GFLOP/s of a jitted n^3 matmul: the best of `repeats` (a peak, not a typical rate)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, b).block_until_ready()
-  times = time_fn(lambda: f(a, b).block_until_ready(), repeats)
-  return 2 * n**3 / min(times) / 1e9
-
-
-# -- model FLOPs ----------------------------------------------------------------------------------
-def model_flops_per_token(cfg, seq_len: int) -> tuple[float, str]:
-  d, h, k, hd, m = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-  per_layer = d * (h + 2 * k) * hd + h * hd * d + 3 * d * m + 2 * d
-  layers = cfg.num_layers + cfg.text_tower_layers + cfg.speech_tower_layers
-  n_nonembed = layers * per_layer + d
-  v = cfg.padded_vocab_size
-  dense = 6 * n_nonembed
-  head = 6 * d * v
-  attn = 6 * layers * h * hd * seq_len
-  formula = (f"6*N_nonembed({n_nonembed / 1e6:.2f}M) + 6*D*V({d}*{v}) + causal attention "
-             f"6*layers*H*hd*L({layers}*{h}*{hd}*{seq_len}) = {(dense + head + attn) / 1e6:.1f} MFLOP/token")
-  return float(dense + head + attn), formula
+def matmul_peak() -> float:
+  """GFLOP/s of a jitted 2048^3 float32 matmul, best of 10 (the train loop's MFU uses the same)."""
+  return metrics_lib.measured_matmul_peak() / 1e9
 
 
 # -- slm_jax --------------------------------------------------------------------------------------
@@ -247,7 +227,7 @@ def main(argv=None):
         f"{cfg.head_dim}, MLP {cfg.mlp_dim}, vocab {cfg.vocab.size} padded to {cfg.padded_vocab_size}, "
         f"{cfg.dtype}, scan={cfg.scan_layers}, remat={cfg.remat_policy}, "
         f"attention={cfg.attention_impl or 'dispatch default'}; batch {args.batch} x {args.seq}")
-  flops_tok, formula = model_flops_per_token(cfg, args.seq)
+  flops_tok, formula = metrics_lib.model_flops_per_token(cfg, args.seq)
   print(f"model FLOPs: {formula}")
   peak = matmul_peak() * 1e9
   print(f"matmul peak (jit 2048^3 float32, best of 10): {peak / 1e9:.1f} GFLOP/s")

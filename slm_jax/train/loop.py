@@ -145,7 +145,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
   eval_iter_factory = eval_data_factory or data_factory
 
   writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"))
-  flops_per_step = metrics_lib.model_flops_per_token(cfg, run.num_params, seq_len) * batch_size * seq_len
+  flops_per_step = metrics_lib.model_flops_per_token(cfg, seq_len)[0] * batch_size * seq_len
   if is_main:
     print(f"slm-train: {run.num_params / 1e6:.2f}M parameters, mesh {dict(run.mesh.shape)}, "
           f"batch {batch_size}x{seq_len}, steps {start}->{total_steps}, workdir {workdir}", flush=True)

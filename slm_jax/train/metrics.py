@@ -1,8 +1,7 @@
 """Throughput metrics (tokens/s, MFU) and metric writers (TensorBoard event files + console).
 
-MFU = model FLOPs per step / (step time x peak FLOP/s of all devices). Model FLOPs per token are
-6 N (forward + backward of every parameter matmul, N counting a tied embedding once) plus
-12 x layers x heads x head_dim x seq_len for attention scores and values (PaLM appendix B).
+MFU = model FLOPs per step / (step time x peak FLOP/s of all devices); model FLOPs per token are
+defined once, in `model_flops_per_token` (the train loop and bench/train_step.py both use it).
 """
 from __future__ import annotations
 
@@ -24,22 +23,43 @@ PEAK_FLOPS = {
 }
 
 
-def model_flops_per_token(cfg: ModelConfig, num_params: int, seq_len: int) -> float:
+def model_flops_per_token(cfg: ModelConfig, seq_len: int) -> tuple[float, str]:
+  """Model FLOPs per trained token (forward + backward) and the formula, for MFU.
+
+  6 x (matmul parameters of the blocks) + 6 x D x V_padded (unified head; the input embedding is a
+  gather, not a matmul) + 6 x D x (K-1) x C_max (channel heads) + causal attention: QK^T and PV
+  over the L/2 keys a query sees on average, 2 x 2 x H x hd x L/2 forward, x3 with the backward.
+  Norm scales and rotary embeddings are not counted.
+  """
+  d, h, k, hd, m = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   layers = cfg.num_layers + cfg.text_tower_layers + cfg.speech_tower_layers
-  return 6.0 * num_params + 12.0 * layers * cfg.num_heads * cfg.head_dim * seq_len
+  block_matmul_params = layers * (d * (h + 2 * k) * hd + h * hd * d + 3 * d * m)
+  extra = cfg.vocab.extra_codebook_sizes
+  head_params = d * cfg.padded_vocab_size + (d * len(extra) * max(extra) if extra else 0)
+  attention = 6 * layers * h * hd * seq_len
+  total = 6 * block_matmul_params + 6 * head_params + attention
+  formula = (f"6 x blocks {block_matmul_params / 1e6:.2f}M + 6 x heads {head_params / 1e6:.2f}M + "
+             f"causal attention 6 x {layers} layers x {h} x {hd} x L {seq_len} "
+             f"= {total / 1e6:.1f} MFLOP/token")
+  return float(total), formula
 
 
 @functools.cache
-def measured_matmul_peak(n: int = 2048, dtype: str = "float32") -> float:
-  """FLOP/s of a jitted n^3 matmul on this host's first device (timed once, cached)."""
+def measured_matmul_peak(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
+  """FLOP/s of a jitted n^3 matmul on this host's first device: the best of `repeats` (cached).
+
+  The best, not the median: on a shared machine a neighbour can halve any single timing, and a
+  peak that is too low would overstate MFU.
+  """
   device = jax.local_devices()[0]
-  a = jax.device_put(jnp.ones((n, n), dtype), device)
+  a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
+  b = jax.device_put(jax.random.normal(jax.random.key(1), (n, n), dtype), device)
   f = jax.jit(lambda x, y: x @ y)
-  f(a, a).block_until_ready()
+  f(a, b).block_until_ready()
   best = float("inf")
-  for _ in range(3):
+  for _ in range(repeats):
     t0 = time.perf_counter()
-    f(a, a).block_until_ready()
+    f(a, b).block_until_ready()
     best = min(best, time.perf_counter() - t0)
   return 2.0 * n ** 3 / best
 
