@@ -38,7 +38,7 @@ def _dense(q_BLKGD, k_BSKD, v_BSKD, mask_BLS, scale):
 
 @gin.configurable("blockwise_attention", denylist=["scale", "causal"])
 def attention(q_BLHD, k_BSKD, v_BSKD, q_segment_ids, q_order, kv_segment_ids, kv_order,
-              *, scale: float | None = None, causal: bool = False, block_size: int = 64):
+              *, scale: float | None = None, causal: bool = False, block_size: int = 128):
   """Grouped-query attention; with `causal`, query block i attends key blocks 0..i only.
 
   Args: as `reference.attention`, plus
