@@ -7,7 +7,7 @@ APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
 WORKDIR ?= runs/demo
 TEST_ARGS ?=
 
-.PHONY: demo test test-all bench setup apt clean
+.PHONY: demo test test-fast bench setup apt clean
 
 setup: .stamp-venv
 
@@ -30,11 +30,13 @@ apt:
 demo: apt .stamp-venv
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
+# The whole CPU suite (about 5.5 min on 2 cores), slow and multi-process tests included.
 test: apt .stamp-venv
-	$(PY) -m pytest -q -m "not slow and not gpu and not tpu" $(TEST_ARGS)
-
-test-all: apt .stamp-venv
 	$(PY) -m pytest -q -m "not gpu and not tpu" $(TEST_ARGS)
+
+# Without the tests marked slow (about 4.5 min on 2 cores).
+test-fast: apt .stamp-venv
+	$(PY) -m pytest -q -m "not slow and not gpu and not tpu" $(TEST_ARGS)
 
 bench: .stamp-venv
 	$(PY) bench/train_step.py

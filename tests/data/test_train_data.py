@@ -1,4 +1,4 @@
-"""cached_task_data: the train loop's data factory over `slm-data cache` output."""
+"""The train loop's data factories: cached_task_data (grain) and seqio_task_data (tf.data)."""
 import json
 
 import numpy as np
@@ -62,3 +62,52 @@ def test_missing_cache_names_the_command(tmp_path):
 def test_row_layout_mismatch_is_refused(cache_root):
   with pytest.raises(ValueError, match="each host owns its block"):
     _factory(cache_root, "train", shard=HostShard(1, 2, 0, 2))
+
+
+SEQIO_TASK = "test_train_data_synthetic"
+
+
+@pytest.fixture(scope="module")
+def seqio_task():
+  tf = pytest.importorskip("tensorflow")
+  seqio = pytest.importorskip("seqio")
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del shuffle_files, seed
+    exs = list(synthetic_examples(VOCAB, 60 if split == "train" else 5, mean_len=12,
+                                  seed=1 if split == "train" else 2, max_len=L + 1))
+    sig = {"tokens": tf.TensorSpec([None], tf.int32), "loss_mask": tf.TensorSpec([None], tf.float32)}
+    return tf.data.Dataset.from_generator(
+        lambda: iter({k: e[k] for k in sig} for e in exs), output_signature=sig)
+  pass_through = seqio.PassThroughVocabulary(size=VOCAB.size)
+  if SEQIO_TASK not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(
+        SEQIO_TASK, source=seqio.FunctionDataSource(dataset_fn, ["train", "validation"]),
+        preprocessors=[], output_features={
+            "tokens": seqio.Feature(pass_through, add_eos=False, dtype=tf.int32),
+            "loss_mask": seqio.Feature(pass_through, add_eos=False, dtype=tf.float32)})
+  return SEQIO_TASK
+
+
+def _seqio_factory(task, split):
+  return train_data.seqio_task_data(split=split, batch_size=4, seq_len=L, vocab=VOCAB,
+                                    shard=HostShard(0, 1, 0, 4), seed=0, task=task)
+
+
+def test_seqio_switch_gives_the_same_batch_layout_and_resumes(seqio_task, cache_root):
+  grain_batch = next(_factory(cache_root, "train"))
+  it = _seqio_factory(seqio_task, "train")
+  batch = next(it)
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == \
+      {k: (v.shape, v.dtype) for k, v in grain_batch.items()}
+  state = it.get_state()
+  want = next(it)
+  resumed = _seqio_factory(seqio_task, "train")
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["tokens"], want["tokens"])
+
+
+def test_seqio_eval_is_finite_then_padding(seqio_task):
+  it = _seqio_factory(seqio_task, "eval")
+  batches = [next(it) for _ in range(6)]
+  assert batches[0]["loss_weights"].sum() > 0 and batches[-1]["loss_weights"].sum() == 0

@@ -123,6 +123,13 @@ class TfDataBatchIterator:
 
 
 @gin.configurable
+def _pad_rows(batch: dict, rows: int) -> dict:
+  def pad(x):
+    paddings = [[0, rows - tf.shape(x)[0]]] + [[0, 0]] * (len(x.shape) - 1)
+    return tf.ensure_shape(tf.pad(x, paddings), [rows] + x.shape[1:])
+  return {k: pad(v) for k, v in batch.items()}
+
+
 def make_seqio_iterator(task: str = gin.REQUIRED, *, seq_len: int = gin.REQUIRED,
                         batch_size: int = gin.REQUIRED, seed: int = 0, split: str = "train",
                         num_channels: int = 1, shuffle: bool = True, num_epochs: Optional[int] = None,
@@ -144,7 +151,11 @@ def make_seqio_iterator(task: str = gin.REQUIRED, *, seq_len: int = gin.REQUIRED
     ds = provider.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed,
                               num_epochs=num_epochs, shard_info=seqio.ShardInfo(index, count))
     ds = pack_tf_dataset(ds, seq_len, num_channels, long_documents)
-    return ds.batch(batch_size // count, drop_remainder=True).prefetch(2)
+    rows = batch_size // count
+    if num_epochs is None:
+      return ds.batch(rows, drop_remainder=True).prefetch(2)
+    # A finite pass keeps its last partial batch, filled up with all-zero (padding) rows.
+    return ds.batch(rows).map(lambda b: _pad_rows(b, rows)).prefetch(2)
 
   fingerprint = {"task": task, "split": split, "seq_len": seq_len, "batch_size": batch_size,
                  "seed": seed, "shuffle": shuffle, "num_epochs": num_epochs,
