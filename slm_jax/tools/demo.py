@@ -84,8 +84,11 @@ def _summary(workdir: str, result: dict, minutes: float) -> None:
   ckpt_dir = os.path.join(workdir, "checkpoints")
   steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
   print("\n== demo summary ==")
-  print(f"  trained steps {losses[0][0]}..{losses[-1][0]} in {minutes:.1f} min "
-        f"(this invocation: {len(result['history'])} steps)")
+  if result["history"]:
+    print(f"  trained steps {result['history'][0]['step']}..{result['history'][-1]['step']} in "
+          f"{minutes:.1f} min")
+  else:
+    print(f"  already trained to step {losses[-1][0]}: nothing to do (remove {workdir} to retrain)")
   print(f"  train loss: {losses[0][1]:.3f} at step {losses[0][0]} -> {losses[-1][1]:.3f} at step "
         f"{losses[-1][0]}")
   if result["eval"]:

@@ -211,7 +211,9 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     ckpt.close()
     writer.close()
   if is_main:
-    last = history[-1] if history else {}
-    print(f"slm-train: done at step {total_steps}; {metrics_lib.console_line(last)}; "
+    summary = (f"{metrics_lib.console_line(history[-1])}; " if history else
+               "nothing to train (the checkpoint is already at TOTAL_STEPS; raise it or use a new "
+               "workdir); ")
+    print(f"slm-train: done at step {total_steps}; {summary}"
           f"checkpoints in {ckpt.directory}, TensorBoard logs in {workdir}/tensorboard", flush=True)
   return {"history": history, "eval": evals, "stopped_at": total_steps, "state": state}

@@ -1,0 +1,32 @@
+"""The main job's orchestrator (`make demo`), on its synthetic-task path with a small model."""
+import os
+
+import gin
+
+from slm_jax.tools import demo
+
+SMALL = ["TOTAL_STEPS = 4", "train.eval_every = 2", "checkpoint_options.save_every = 2",
+         "train.log_every = 1", "ModelConfig.num_layers = 1", "ModelConfig.embed_dim = 32",
+         "ModelConfig.mlp_dim = 64", "ModelConfig.head_dim = 8", "SEQ_LEN = 32",
+         "make_mesh.ici_shape = {'data': 1, 'fsdp': -1}"]
+
+
+def _demo(workdir):
+  gin.clear_config()
+  args = ["--synthetic", "--workdir", str(workdir)]
+  for p in SMALL:
+    args += ["--gin_param", p]
+  try:
+    return demo.main(args)
+  finally:
+    gin.clear_config()
+
+
+def test_demo_trains_summarizes_and_a_rerun_does_nothing(tmp_path, capsys):
+  assert _demo(tmp_path / "run") == 0
+  out = capsys.readouterr().out
+  assert "trained steps 1..4" in out and "held-out loss" in out
+  assert os.path.exists(tmp_path / "run" / "loss.png")
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+  assert _demo(tmp_path / "run") == 0
+  assert "already trained to step 4" in capsys.readouterr().out
