@@ -26,7 +26,7 @@ class DMelTokenizer(SpeechTokenizer):
   kind = "dmel"
 
   def __init__(self, num_levels: int = 16, min_value: float = -7.0, max_value: float = 2.0,
-               mel: mel_lib.MelConfig | dict | None = None, griffin_lim_iters: int = 32,
+               mel: mel_lib.MelConfig | dict | None = None, griffin_lim_iters: int = 64,
                mel_inversion: str = "nnls"):
     if num_levels < 2:
       raise ValueError(f"num_levels must be >= 2, got {num_levels}")

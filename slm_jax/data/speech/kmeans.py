@@ -139,7 +139,7 @@ class KMeansTokenizer(SpeechTokenizer):
 
   def __init__(self, centroids: np.ndarray, rate: float = 25.0, context: int = 0,
                dedup: bool = False, mel: mel_lib.MelConfig | dict | None = None,
-               griffin_lim_iters: int = 32, mel_inversion: str = "nnls"):
+               griffin_lim_iters: int = 64, mel_inversion: str = "nnls"):
     self.mel = mel_lib.MelConfig.from_dict(mel) if isinstance(mel, dict) else (
         mel or mel_lib.MelConfig())
     self.rate = float(rate)

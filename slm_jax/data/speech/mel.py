@@ -91,7 +91,7 @@ def log_mel(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
 
 
 @gin.configurable
-def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 32,
+def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 64,
                  inversion: str = "nnls", seed: int = 0) -> np.ndarray:
   """Log-mel float[T, n_mels] -> float32 audio [T * hop] by mel inversion + Griffin-Lim.
 
