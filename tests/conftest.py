@@ -7,6 +7,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Where PyTorch comes as a CUDA build (pip's torch==2.13.0 on any Python but 3.11 here, and on
+# GPU hosts), transformers imports triton; triton's native library segfaults when it loads after
+# TensorFlow's in one process (seen with Python 3.12, TF 2.21, triton 3.7.1). Loading it first is
+# safe, and the suite imports both (seqio -> TensorFlow, the parity tests -> transformers).
+try:
+  import triton  # noqa: F401,E402  pylint: disable=unused-import
+except ImportError:
+  pass
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

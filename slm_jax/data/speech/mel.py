@@ -90,6 +90,14 @@ def log_mel(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
   return log_mel_batch([audio_S], cfg)[0]
 
 
+@functools.lru_cache(maxsize=1)
+def _griffinlim_seed_arg() -> str:
+  """librosa >= 1.0 names the seed `rng` (and deprecates `random_state`); 0.11 `random_state`."""
+  import inspect  # pylint: disable=import-outside-toplevel
+  import librosa  # pylint: disable=import-outside-toplevel
+  return "rng" if "rng" in inspect.signature(librosa.griffinlim).parameters else "random_state"
+
+
 @gin.configurable
 def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 64,
                  inversion: str = "nnls", seed: int = 0) -> np.ndarray:
@@ -117,5 +125,5 @@ def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 64,
   audio = librosa.griffinlim(
       mag_FT.astype(np.float32), n_iter=n_iter, hop_length=cfg.hop_length,
       win_length=cfg.win_length, n_fft=cfg.n_fft, window="hann", center=True,
-      length=t * cfg.hop_length, random_state=seed)
+      length=t * cfg.hop_length, **{_griffinlim_seed_arg(): seed})
   return np.clip(audio, -1.0, 1.0).astype(np.float32)
