@@ -3,13 +3,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
 APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
 WORKDIR ?= runs/demo
 TEST_ARGS ?=
 
 .PHONY: demo test test-fast bench setup apt clean
 
-setup: .stamp-venv
+setup: $(STAMP)
 
 # Debian packages used for the demo corpus and audio I/O (skipped when all are present).
 apt:
@@ -20,27 +21,28 @@ apt:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-.stamp-venv: setup.py | apt
+$(STAMP): setup.py | apt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slm_jax needs Python >= 3.11"'
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,torch,asr]'
 	touch $@
 
-demo: apt .stamp-venv
+demo: apt $(STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
 # The whole CPU suite (about 5.5 min on 2 cores), slow and multi-process tests included.
-test: apt .stamp-venv
+test: apt $(STAMP)
 	$(PY) -m pytest -q -m "not gpu and not tpu" $(TEST_ARGS)
 
 # Without the tests marked slow (about 4.5 min on 2 cores).
-test-fast: apt .stamp-venv
+test-fast: apt $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not gpu and not tpu" $(TEST_ARGS)
 
-bench: .stamp-venv
+bench: $(STAMP)
 	$(PY) bench/train_step.py
 	$(PY) bench/data_pipeline.py
+	$(PY) bench/speech_resynthesis.py
 
 clean:
-	rm -rf $(VENV) .stamp-venv
+	rm -rf $(VENV)
