@@ -1,7 +1,8 @@
 """Weighted cross-entropy over the unified vocabulary and the extra speech channels.
 
-The loss walks the flattened positions in chunks (scan + remat), so float32 logits exist for one
-chunk at a time, never for the whole batch. Every reported quantity is a weighted *sum* together
+The loss walks the sequence in strided chunks (scan + remat), keeping the batch axis whole, so
+float32 logits exist for one chunk at a time, never for the whole batch, and a sharded batch is
+never gathered. Every reported quantity is a weighted *sum* together
 with its weight, so microbatches, devices and hosts combine exactly; the scalar loss divides the
 sums by denominators that `loss_denominators` computes from the whole (global) batch.
 
@@ -39,8 +40,24 @@ def loss_denominators(batch, vocab) -> dict:
   return {"weight": jnp.maximum(w.sum(), 1e-8), "speech_weight": jnp.maximum((w * speech).sum(), 1e-8)}
 
 
-def _chunk(x, n_chunks):
-  return x.reshape((n_chunks, x.shape[0] // n_chunks) + x.shape[1:])
+def _strided_chunks(x_BL, n_chunks):
+  """[B, L, ...] -> [n_chunks, B, L / n_chunks, ...]; chunk i holds positions i, i + n_chunks, ...
+
+  The batch axis stays whole and each chunk takes an equal, strided share of the sequence, so a
+  batch sharded over data/fsdp (or a sequence sharded over `sequence`) is chunked in place, with
+  no gather: every device computes the head and loss of its own positions only.
+  """
+  b, l = x_BL.shape[:2]
+  x = x_BL.reshape((b, l // n_chunks, n_chunks) + x_BL.shape[2:])
+  return jnp.moveaxis(x, 2, 0)
+
+
+def _num_chunks(b: int, l: int, chunk_size: int) -> int:
+  """Fewest chunks (a divisor of L) with at most max(chunk_size, B) positions each."""
+  per_row = max(1, min(l, chunk_size // max(b, 1)))
+  while l % per_row:
+    per_row -= 1
+  return l // per_row
 
 
 def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
@@ -48,41 +65,38 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
   """Weighted sums of per-position losses, bucketed by target modality and speech channel."""
   cfg = model.cfg
   b, l, d = hidden_BLD.shape
-  n = b * l
-  chunk = min(chunk_size, n)
-  while n % chunk:
-    chunk -= 1
-  n_chunks = n // chunk
+  n_chunks = _num_chunks(b, l, chunk_size)
   k_extra = cfg.num_channels - 1
 
+  # Each chunk: [B, L/n_chunks, ...]; heads and reductions below work on any leading axes.
   xs = {
-      "h": _chunk(hidden_BLD.reshape(n, d), n_chunks),
-      "t": _chunk(batch["targets"].reshape(n), n_chunks),
-      "w": _chunk(batch["loss_weights"].reshape(n).astype(jnp.float32), n_chunks),
+      "h": _strided_chunks(hidden_BLD, n_chunks),
+      "t": _strided_chunks(batch["targets"], n_chunks),
+      "w": _strided_chunks(batch["loss_weights"].astype(jnp.float32), n_chunks),
   }
   if k_extra:
-    xs["tc"] = _chunk(batch["target_speech_codes"].reshape(n, k_extra), n_chunks)
+    xs["tc"] = _strided_chunks(batch["target_speech_codes"], n_chunks)
 
   heads = model.heads
 
   def chunk_sums(c):
-    logits_NV = heads.logits(c["h"])
-    lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
-    target_logit_N = jnp.take_along_axis(logits_NV, c["t"][:, None], axis=-1)[:, 0]
-    ce_N, w_N = lse_N - target_logit_N, c["w"]
-    modality_N = cfg.vocab.modality(c["t"])
-    text_w, speech_w = w_N * (modality_N == MODALITY_TEXT), w_N * (modality_N == MODALITY_SPEECH)
+    logits_BCV = heads.logits(c["h"])
+    lse = jax.nn.logsumexp(logits_BCV, axis=-1)
+    target_logit = jnp.take_along_axis(logits_BCV, c["t"][..., None], axis=-1)[..., 0]
+    ce, w = lse - target_logit, c["w"]
+    modality = cfg.vocab.modality(c["t"])
+    text_w, speech_w = w * (modality == MODALITY_TEXT), w * (modality == MODALITY_SPEECH)
     out = {
-        "ce": (ce_N * w_N).sum(), "z": (jnp.square(lse_N) * w_N).sum(), "weight": w_N.sum(),
-        "text_ce": (ce_N * text_w).sum(), "text_weight": text_w.sum(),
-        "speech_ce": (ce_N * speech_w).sum(), "speech_weight": speech_w.sum(),
-        "correct": ((jnp.argmax(logits_NV, -1) == c["t"]) * w_N).sum(),
+        "ce": (ce * w).sum(), "z": (jnp.square(lse) * w).sum(), "weight": w.sum(),
+        "text_ce": (ce * text_w).sum(), "text_weight": text_w.sum(),
+        "speech_ce": (ce * speech_w).sum(), "speech_weight": speech_w.sum(),
+        "correct": ((jnp.argmax(logits_BCV, -1) == c["t"]) * w).sum(),
     }
     if k_extra:
-      ch_logits_NKC = heads.channel_logits(c["h"])
-      ch_lse_NK = jax.nn.logsumexp(ch_logits_NKC, axis=-1)
-      ch_target_NK = jnp.take_along_axis(ch_logits_NKC, c["tc"][..., None], axis=-1)[..., 0]
-      out["channel_ce"] = ((ch_lse_NK - ch_target_NK) * speech_w[:, None]).sum(0)   # [K-1]
+      ch_logits_BCKV = heads.channel_logits(c["h"])
+      ch_lse = jax.nn.logsumexp(ch_logits_BCKV, axis=-1)
+      ch_target = jnp.take_along_axis(ch_logits_BCKV, c["tc"][..., None], axis=-1)[..., 0]
+      out["channel_ce"] = ((ch_lse - ch_target) * speech_w[..., None]).sum((0, 1))   # [K-1]
     return out
 
   if remat:

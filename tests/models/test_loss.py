@@ -103,3 +103,28 @@ def test_padded_vocab_ids_never_win():
   sums = loss_lib.loss_sums(model, hidden, batch)
   ce, _ = _plain_ce(np.asarray(logits)[0, :, :v.size], np.full(4, v.text_start))
   np.testing.assert_allclose(float(sums["ce"]), ce.sum(), rtol=1e-5)   # padding adds nothing to the lse
+
+
+@pytest.mark.parametrize("mesh_axes", [("data", 8, None), ("sequence", 8, "seq")])
+def test_chunked_loss_on_a_sharded_batch_gathers_nothing(setup, mesh_axes):
+  """Many chunks over a batch sharded on 8 devices (by rows, or by sequence): every device
+  computes the head and loss of its own positions; no hidden state is all-gathered."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  cfg, model, batch, hidden = setup
+  axis, n, kind = mesh_axes
+  b, l, d = 8, 64, hidden.shape[-1]
+  big = random_batch(cfg, seed=3, b=b, l=l)
+  h = jax.random.normal(jax.random.key(0), (b, l, d), jnp.float32)
+  mesh = Mesh(np.array(jax.devices()[:n]), (axis,))
+  spec = P(None, axis) if kind == "seq" else P(axis)
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P(*spec, *([None] * (x.ndim - len(spec))))))
+  h_s = put(h)
+  keys = ("targets", "loss_weights", "target_speech_codes")
+  sub = {k: put(big[k]) for k in keys}
+  f = jax.jit(lambda h, s: loss_lib.loss_sums(model, h, s, chunk_size=64))  # 8 chunks
+  hlo = f.lower(h_s, sub).compile().as_text()
+  assert "all-gather" not in hlo, "the chunked loss gathered the sharded batch"
+  ref = loss_lib.loss_sums(model, h, {k: big[k] for k in keys}, chunk_size=b * l)  # one chunk
+  got = f(h_s, sub)
+  for k in ("ce", "z", "weight", "correct", "channel_ce"):
+    np.testing.assert_allclose(np.asarray(got[k]), np.asarray(ref[k]), rtol=1e-5)
