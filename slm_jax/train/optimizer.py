@@ -64,12 +64,14 @@ def check_patterns_match(params, patterns: Sequence[str], what: str) -> None:
 @gin.configurable
 def optimizer_options(b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
                       weight_decay: float = 0.1, clip_norm: float | None = 1.0,
-                      no_decay_patterns: Sequence[str] = ("norm", "bias", "embed", "codebook"),
+                      no_decay_patterns: Sequence[str] = ("norm", "bias", "embed", "table"),
                       freeze_patterns: Sequence[str] = ()) -> dict:
   """Optimizer hyper-parameters bound from gin (`optimizer_options.weight_decay = 0.01`, ...).
 
   Args:
-    no_decay_patterns: regexes on parameter paths that get no weight decay.
+    no_decay_patterns: regexes on parameter paths that get no weight decay: norm scales, biases
+      and every embedding table (text, speech channel-0 and the per-channel speech tables);
+      projection kernels, the output heads included, are decayed.
     freeze_patterns: regexes on parameter paths that are frozen: bit-identical, no optimizer state
       (e.g. `("^decoder/",)` trains only the towers and heads).
   """

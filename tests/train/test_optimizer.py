@@ -54,3 +54,23 @@ def test_freeze_pattern_that_matches_nothing_is_an_error():
   with pytest.raises(ValueError, match="matches no parameter"):
     opt.trainable_mask(_params(), ("^encoder/",))
 
+
+
+def test_weight_decay_mask_on_a_real_model():
+  """On the built model (K = 8, tied): every embedding table and norm is excluded from weight
+  decay, every projection kernel (output heads included) decayed; every pattern matches."""
+  import sys, os  # pylint: disable=import-outside-toplevel,multiple-imports
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "models"))
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from model_testing import K8, make, tiny  # pylint: disable=import-outside-toplevel
+  params = nnx.state(make(tiny(speech_codebook_sizes=K8)), nnx.Param)
+  patterns = opt.optimizer_options()["no_decay_patterns"]
+  no_decay = opt.path_mask(params, patterns)
+  decided = {opt.param_path(p): m for p, m in jax.tree_util.tree_flatten_with_path(no_decay)[0]}
+  assert decided["towers/speech_channels/table/value"]
+  assert decided["heads/tied_embed/table/value"]
+  assert decided["final_norm/scale/value"] and decided["decoder/blocks/attn_norm/scale/value"]
+  assert not decided["decoder/blocks/mlp/up/kernel/value"]
+  assert not decided["heads/channel_kernel/value"]
+  assert all(("table" in p or "scale" in p) == m for p, m in decided.items())
+  opt.check_patterns_match(params, [p for p in patterns if p != "bias"], "no_decay")

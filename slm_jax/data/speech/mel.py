@@ -3,7 +3,8 @@
 Frames: T = ceil(S / hop); frame t is centred on sample t * hop (hann window of `win_length`
 inside an `n_fft` FFT, reflect padding), so a decoded signal has T * hop samples. Features are
 natural-log mel magnitudes (slaney-normalized filters), floored at `log_floor`, the convention
-under which speech spans roughly [-7, 2] (FACTS.md).
+under which speech spans roughly [-7, 2] (measured on flite and espeak-ng speech: 99.9th
+percentile 0.4-0.7, maximum under 2).
 """
 from __future__ import annotations
 
