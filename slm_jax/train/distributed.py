@@ -1,8 +1,10 @@
 """Multi-process start-up: jax.distributed.initialize on TPU pods, SLURM and explicit clusters.
 
-Call `initialize` before anything touches a JAX backend. With no explicit flags it asks JAX's own
-cluster detection (TPU pod metadata, SLURM environment, ...) whether several processes were
-launched; a single process needs no initialization.
+Call `initialize` before anything touches a JAX backend. With no explicit flags it reads the
+launcher's environment (SLURM task count, the TPU pod's worker host list, Megascale multi-slice,
+Open MPI) to decide whether several processes were launched, and if so lets
+`jax.distributed.initialize()` detect the cluster itself; a single process needs no
+initialization. A launcher that sets none of these needs the explicit flags.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ def _looks_multiprocess() -> bool:
   """True when the environment says several processes were launched (TPU pod slice, SLURM)."""
   if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
     return True
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
-  if hosts and "," in hosts:
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")   # "host0,host1,..." on a multi-host slice
+  if "," in hosts:
     return True
   # Megascale (multi-slice TPU) and MPI-style launchers.
   return "MEGASCALE_COORDINATOR_ADDRESS" in os.environ or int(

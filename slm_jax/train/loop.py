@@ -130,10 +130,6 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
                                         vocab=cfg.vocab, shard=shard, seed=seed)
   train_iter = make(data_factory, "train")
   peak = metrics_lib.peak_flops()
-  if is_main:   # every configurable the run uses has been called by now
-    configuration.write_operative_config(workdir)
-    cfg.vocab.save(workdir)
-
   start = ckpt.latest_step()
   if start is not None:
     state, data_state, _ = ckpt.restore(start, run.restore_target(), vocab=cfg.vocab)
@@ -142,6 +138,11 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     logging.info("resumed from %s/%d", ckpt.directory, start)
   else:
     state, start = run.init_state(), 0
+  # Only now: a rerun that a checkpoint refused (another model or vocabulary) must not overwrite
+  # the record of the run that wrote it. Every configurable the run uses has been called.
+  if is_main:
+    configuration.write_operative_config(workdir)
+    cfg.vocab.save(workdir)
   eval_iter_factory = eval_data_factory or data_factory
 
   writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"))
