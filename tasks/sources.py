@@ -10,9 +10,11 @@ All sources are seqio FunctionDataSources whose folder is resolved when a datase
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Optional, Sequence
 
+import gin
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -33,21 +35,38 @@ def _order(n: int, shuffle: bool, seed: Optional[int]) -> np.ndarray:
   return np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
 
 
+@gin.configurable(denylist=["corpus_dir", "split", "shuffle_files", "seed"])
 def manifest_dataset(corpus_dir: str, split: str, shuffle_files: bool = False,
-                     seed: Optional[int] = None) -> tf.data.Dataset:
-  """Utterances of one split of a corpus folder, audio int16 at the recorded rate."""
+                     seed: Optional[int] = None, on_bad_example: str = "raise",
+                     max_skip_fraction: Optional[float] = 0.1) -> tf.data.Dataset:
+  """Utterances of one split of a corpus folder, audio int16 at the recorded rate.
+
+  on_bad_example: "raise" (default) stops at the first missing / empty / corrupt / wrong-rate
+    audio file with an AudioError naming it; "skip" drops such utterances, counts them and logs a
+    summary at the end of each pass (and still fails when more than `max_skip_fraction` of them
+    are bad). gin: `manifest_dataset.on_bad_example = "skip"`. An empty transcript is not an
+    error here: untranscribed speech serves speech-LM templates, and templates that need text
+    skip and count it (SkipExample "empty_transcript").
+  """
+  from slm_jax.data import audio as audio_lib  # pylint: disable=import-outside-toplevel
   from slm_jax.data.corpus import manifest  # pylint: disable=import-outside-toplevel
   records = manifest.read_manifest(corpus_dir, split)
 
   def gen():
+    policy = audio_lib.BadExamplePolicy(on_bad_example, max_skip_fraction=max_skip_fraction)
     for i in _order(len(records), shuffle_files, seed):
       r = records[i]
+      audio = policy.call(manifest.load_audio, corpus_dir, r, key=f"{split}/{r.get('id', i)}")
+      if audio is None:
+        continue
       yield {"id": r["id"], "text": r["text"], "words": np.asarray(r.get("words", []), object),
              "word_starts": np.asarray(r.get("word_starts", []), np.float32),
              "word_ends": np.asarray(r.get("word_ends", []), np.float32),
-             "audio": manifest.load_audio(corpus_dir, r),
+             "audio": audio,
              "sample_rate": np.int32(r.get("sample_rate", manifest.SAMPLE_RATE)),
              "speaker": r.get("speaker", "")}
+    if policy.num_skipped:
+      logging.warning("corpus %s split %s: %s", corpus_dir, split, policy.summary())
 
   return tf.data.Dataset.from_generator(gen, output_signature=UTTERANCE_SIGNATURE)
 

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 import soundfile as sf
 
+from slm_jax.data import audio as audio_lib
+
 SPLITS = ("train", "validation", "test", "test_real")
 SAMPLE_RATE = 16000
 
@@ -71,13 +73,16 @@ def read_manifest(corpus_dir: str, split: str) -> list[dict]:
 
 
 def load_audio(corpus_dir: str, record: dict) -> np.ndarray:
-  """int16[S] samples of one record."""
+  """int16[S] samples of one record. A missing, empty, corrupt or wrong-rate file is an
+  AudioError naming the file (`slm_jax.data.audio.read_audio` does the checks)."""
   path = os.path.join(corpus_dir, record["audio_path"])
-  audio, rate = sf.read(path, dtype="int16")
-  if rate != record.get("sample_rate", SAMPLE_RATE) or audio.ndim != 1:
-    raise ValueError(f"{path}: expected mono {record.get('sample_rate')} Hz audio, "
-                     f"got {rate} Hz shape {audio.shape}; rebuild the corpus")
-  return audio
+  audio, rate = audio_lib.read_audio(path, mono=False)
+  expected = record.get("sample_rate", SAMPLE_RATE)
+  if rate != expected or audio.ndim != 1:
+    raise audio_lib.AudioError(f"audio file {path!r}: expected mono {expected} Hz audio as the "
+                               f"manifest says, got {rate} Hz shape {audio.shape}; rebuild the "
+                               "corpus")
+  return audio_lib.to_int16(audio)   # exact for 16-bit files
 
 
 def iter_utterances(corpus_dir: str, split: str, with_audio: bool = True) -> Iterator[dict]:
