@@ -18,11 +18,11 @@ setuptools.setup(
         "flax>=0.12.8,<0.14",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
-        "seqio>=0.0.20",
+        "seqio>=0.0.20,<0.1",
         "tensorflow-datasets>=4.9.10,<5",
         "tensorflow>=2.21,<2.22",
         "grain>=0.2.18,<0.3",
-        "array-record>=0.8.6",
+        "array-record>=0.8.6,<0.9",
         "ml-collections>=1.1.0,<2",
         "gin-config>=0.5.0,<0.6",
         "sentencepiece>=0.2.3,<0.3",
@@ -36,7 +36,7 @@ setuptools.setup(
         "matplotlib>=3.11,<4",
         "tqdm>=4.70,<5",
         "jiwer>=4.0,<5",
-        "importlib_resources>=6",  # tfds 4.9.10 needs it to build datasets
+        "importlib_resources>=6,<8",  # tfds 4.9.10 needs it to build datasets
     ],
     extras_require={
         "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
