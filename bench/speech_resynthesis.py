@@ -1,27 +1,24 @@
 """Resynthesis WER of the speech tokenizers against the original audio, in one run.
 
   python bench/speech_resynthesis.py                                   # 40 flite sentences
-  python bench/speech_resynthesis.py --manifest data/demo_corpus/manifest_test.jsonl \
-      --speaker flite --num 60 --kmeans data/demo_corpus/tokenizers/kmeans512 --iters 32,64
+  python bench/speech_resynthesis.py --corpus data/demo_corpus --split test --speaker flite \
+      --num 60 --kmeans data/demo_corpus/tokenizers/kmeans512 --iters 32,64
 
 Recognizes each utterance with pocketsphinx as is (the peer: the ceiling) and after the round
 trip encode -> decode of dMel (Griffin-Lim with each --iters) and, given --kmeans DIR, of a
-fitted k-means tokenizer. Without --manifest it synthesizes fortune sentences with flite's `slt`
+fitted k-means tokenizer. Without --corpus it synthesizes fortune sentences with flite's `slt`
 voice (Debian `flite`, `fortunes`). Prints WER with its S/D/I counts and the decode speed.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
-import numpy as np
-import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from slm_jax.data.corpus import flite  # noqa: E402
+from slm_jax.data.corpus import flite, manifest  # noqa: E402
 from slm_jax.data.corpus.fortunes import fortune_sentences, normalize_transcript  # noqa: E402
 from slm_jax.data.speech.base import load_speech_tokenizer  # noqa: E402
 from slm_jax.data.speech.dmel import DMelTokenizer  # noqa: E402
@@ -29,21 +26,13 @@ from slm_jax.evaluation.recognizer import PocketsphinxRecognizer  # noqa: E402
 from slm_jax.evaluation.resynthesis import Utterance, resynthesis_wer  # noqa: E402
 
 
-def manifest_utterances(path: str, speaker: str, num: int) -> list[Utterance]:
-  root = os.path.dirname(os.path.abspath(path))
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      if speaker and speaker not in row["speaker"]:
-        continue
-      audio, rate = sf.read(os.path.join(root, row["audio_path"]), dtype="int16")
-      out.append(Utterance(audio, rate, row["text"]))
-      if len(out) == num:
-        break
-  if not out:
-    raise SystemExit(f"no utterances of speaker '{speaker}' in {path}")
-  return out
+def corpus_utterances(corpus_dir: str, split: str, speaker: str, num: int) -> list[Utterance]:
+  records = [r for r in manifest.read_manifest(corpus_dir, split)
+             if not speaker or speaker in r["speaker"]][:num]
+  if not records:
+    raise SystemExit(f"no utterances of speaker '{speaker}' in {corpus_dir} split {split}")
+  return [Utterance(manifest.load_audio(corpus_dir, r), r.get("sample_rate", manifest.SAMPLE_RATE),
+                    r["text"]) for r in records]
 
 
 def flite_utterances(num: int, voice: str = "slt") -> list[Utterance]:
@@ -63,18 +52,20 @@ def flite_utterances(num: int, voice: str = "slt") -> list[Utterance]:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--manifest", help="a corpus manifest (.jsonl); default: synthesize with flite")
-  p.add_argument("--speaker", default="flite", help="keep manifest rows whose speaker contains it")
+  p.add_argument("--corpus", help="a corpus folder (slm-data build-demo); default: synthesize "
+                 "fortune sentences with flite")
+  p.add_argument("--split", default="test")
+  p.add_argument("--speaker", default="flite", help="keep utterances whose speaker contains it")
   p.add_argument("--num", type=int, default=40)
   p.add_argument("--iters", default="32,64", help="Griffin-Lim iterations to compare (dMel)")
   p.add_argument("--kmeans", help="a fitted k-means tokenizer directory (slm-data fit-kmeans)")
   args = p.parse_args()
 
   t0 = time.perf_counter()
-  utts = (manifest_utterances(args.manifest, args.speaker, args.num) if args.manifest
+  utts = (corpus_utterances(args.corpus, args.split, args.speaker, args.num) if args.corpus
           else flite_utterances(args.num))
   print(f"{len(utts)} utterances, {sum(len(u.audio) / u.sample_rate for u in utts):.0f} s of "
-        f"speech ({args.manifest or 'flite slt, synthesized now'}; "
+        f"speech ({args.corpus or 'flite slt, synthesized now'}; "
         f"{time.perf_counter() - t0:.0f} s to load)")
   recognizer = PocketsphinxRecognizer()
   tokenizers = [(f"dMel 80x16 @ 80 Hz, Griffin-Lim {n} it", DMelTokenizer(griffin_lim_iters=n))
@@ -99,5 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  np.set_printoptions(precision=3)
   main()

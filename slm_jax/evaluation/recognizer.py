@@ -1,9 +1,10 @@
 """Offline speech recognition with pocketsphinx (PyPI `pocketsphinx`, its bundled English model).
 
 The loopback recognizer of the evaluation: synthesized or resynthesized speech is scored by
-recognizing it and comparing to the transcript (WER). Weak in absolute terms (about 18% WER on
-clean flite speech; 19.8% on the demo test split, BENCHMARKS.md), but offline, deterministic and good enough to compare conditions
-(original audio vs a tokenizer's round trip vs a model's TTS) on the same utterances.
+recognizing it and comparing to the transcript (WER). Weak in absolute terms (19.8% WER on the
+flite utterances of the demo test split, BENCHMARKS.md), but offline, deterministic and good
+enough to compare conditions (original audio vs a tokenizer's round trip vs a model's TTS) on
+the same utterances.
 """
 from __future__ import annotations
 

@@ -56,18 +56,14 @@ def resynthesis_wer(tokenizer: SpeechTokenizer, utterances: Iterable[Utterance],
     raise ValueError(f"speech tokenizer {tokenizer.name} cannot decode frames to audio, so it "
                      "has no resynthesis WER")
   utterances = list(utterances)
-  refs, orig, resyn, seconds = [], [], [], 0.0
-  for u in utterances:
-    refs.append(u.transcript)
-    seconds += len(u.audio) / u.sample_rate
-    if original_hypotheses is None:
-      orig.append(transcribe(u.audio, u.sample_rate))
-    resyn.append(transcribe(round_trip(tokenizer, u.audio, u.sample_rate),
-                            tokenizer.sample_rate))
-  if original_hypotheses is not None:
-    if len(original_hypotheses) != len(utterances):
-      raise ValueError(f"{len(original_hypotheses)} original hypotheses for "
-                       f"{len(utterances)} utterances")
-    orig = list(original_hypotheses)
+  if original_hypotheses is not None and len(original_hypotheses) != len(utterances):
+    raise ValueError(f"{len(original_hypotheses)} original hypotheses for "
+                     f"{len(utterances)} utterances")
+  refs = [u.transcript for u in utterances]
+  orig = (list(original_hypotheses) if original_hypotheses is not None
+          else [transcribe(u.audio, u.sample_rate) for u in utterances])
+  resyn = [transcribe(round_trip(tokenizer, u.audio, u.sample_rate), tokenizer.sample_rate)
+           for u in utterances]
+  seconds = sum(len(u.audio) / u.sample_rate for u in utterances)
   return ResynthesisReport(word_errors(refs, orig), word_errors(refs, resyn), len(utterances),
                            seconds, tuple(orig))
