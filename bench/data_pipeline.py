@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from slm_jax.data.pipeline import cache, grain_pipeline  # noqa: E402
 from slm_jax.data.pipeline.synthetic_examples import synthetic_examples  # noqa: E402
-from slm_jax.data.unified_vocab import UnifiedVocab  # noqa: E402
+from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
 
 
 def demo_vocab() -> UnifiedVocab:

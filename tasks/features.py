@@ -11,7 +11,7 @@ from typing import Callable
 import seqio
 import tensorflow as tf
 
-from slm_jax.data.unified_vocab import EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import EOS_ID, UnifiedVocab
 
 
 class UnifiedIdVocabulary(seqio.PassThroughVocabulary):

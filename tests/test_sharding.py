@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from slm_jax import sharding
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.models.config import ModelConfig
 from slm_jax.train import state as state_lib
 

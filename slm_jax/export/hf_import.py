@@ -23,7 +23,7 @@ import gin
 import jax.numpy as jnp
 import numpy as np
 
-from slm_jax.data.unified_vocab import (BOS_ID, DEFAULT_NUM_RESERVED, DEFAULT_SPECIALS, EOS_ID,
+from slm_jax.unified_vocab import (BOS_ID, DEFAULT_NUM_RESERVED, DEFAULT_SPECIALS, EOS_ID,
                                         UnifiedVocab)
 from slm_jax.export import hf_layout as hl
 from slm_jax.export.safetensors_io import CheckpointReader

@@ -6,7 +6,7 @@ import dataclasses
 import gin
 import jax.numpy as jnp
 
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch")
 

@@ -16,7 +16,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from slm_jax.data.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
+from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
 from slm_jax.models.lm import SpeechTextLM
 
 

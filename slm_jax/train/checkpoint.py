@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.train.optimizer import param_path
 
 

@@ -18,7 +18,7 @@ from slm_jax import configuration, sharding
 from slm_jax.models import build
 from slm_jax.models import loss as loss_lib
 from slm_jax.train import checkpoint as ckpt_lib
-from slm_jax.train import data as data_lib
+from slm_jax.data import batch as data_lib
 from slm_jax.train import metrics as metrics_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import state as state_lib
@@ -113,7 +113,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
   Args:
     total_steps, batch_size (global), seq_len: the run's length and shape.
     num_microbatches: gradient accumulation inside the step (batch_size must divide by it).
-    data_factory / eval_data_factory: DataIterator factories (train/data.py); eval defaults to the
+    data_factory / eval_data_factory: DataIterator factories (data/batch.py); eval defaults to the
       train factory with split="eval".
     eval_every: evaluate every N steps on `eval_batches` held-out batches (0: never).
     max_nonfinite_in_row: stop after this many consecutive skipped (non-finite) steps.

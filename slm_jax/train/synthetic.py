@@ -15,8 +15,8 @@ from __future__ import annotations
 import gin
 import numpy as np
 
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
-from slm_jax.train.data import HostShard
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.data.batch import HostShard
 
 PATTERNS = ("copy", "reverse", "text_to_speech", "arithmetic")
 _SPLIT_SALT = {"train": 0, "eval": 1}

@@ -10,7 +10,7 @@ seqio = pytest.importorskip("seqio")
 from slm_jax.data.pipeline import cli, documents, feature_converter, grain_pipeline  # noqa: E402
 from slm_jax.data.pipeline import cache, input_pipeline  # noqa: E402
 from slm_jax.data.pipeline.synthetic_examples import synthetic_examples  # noqa: E402
-from slm_jax.data.unified_vocab import UnifiedVocab  # noqa: E402
+from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 16, 16))
 L = 48

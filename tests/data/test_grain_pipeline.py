@@ -7,7 +7,7 @@ import pytest
 
 from slm_jax.data.pipeline import cache, documents, grain_pipeline
 from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 16))
 L = 64

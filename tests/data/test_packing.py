@@ -4,7 +4,7 @@ import pytest
 
 from slm_jax.data.pipeline import cache, documents, grain_pipeline
 from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
-from slm_jax.data.unified_vocab import BOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, UnifiedVocab
 
 L = 64
 

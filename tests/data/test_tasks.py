@@ -10,7 +10,7 @@ import soundfile as sf
 
 import slm_jax.tasks  # noqa: F401  (registers the demo tasks)
 from slm_jax.data.templates import reset_skip_counts, skip_counts
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 from slm_jax.tasks import demo
 
 SR = 16000

@@ -5,7 +5,7 @@ import pytest
 from slm_jax.data.templates import (ASR, TTS, Instruct, SkipExample, SpanInterleave, SpeechLM,
                                     TextLM, Utterance, WordAlignedInterleave)
 from slm_jax.data.templates.interleave import TEXT, SPEECH
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 V1 = UnifiedVocab(text_size=100, speech_codebook_sizes=(10,))
 V2 = UnifiedVocab(text_size=100, speech_codebook_sizes=(10, 4))

@@ -6,8 +6,8 @@ import pytest
 
 from slm_jax.data.pipeline import cache, train_data
 from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
-from slm_jax.data.unified_vocab import UnifiedVocab
-from slm_jax.train.data import HostShard
+from slm_jax.unified_vocab import UnifiedVocab
+from slm_jax.data.batch import HostShard
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64,))
 L = 32

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from slm_jax.data.unified_vocab import UnifiedVocab  # noqa: E402
+from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
 from slm_jax.export.hf_export import export_hf_checkpoint  # noqa: E402
 from slm_jax.export.hf_import import load_hf_checkpoint  # noqa: E402
 from slm_jax.export.safetensors_io import SafetensorsFile, write_file  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID  # noqa: E402
+from slm_jax.unified_vocab import BOS_ID, EOS_ID  # noqa: E402
 from hf_testing import V_TEXT, hf_logits, make_hf, our_text_logits  # noqa: E402
 from slm_jax.export import hf_import  # noqa: E402
 from slm_jax.export.hf_import import HFImportError, load_hf_checkpoint  # noqa: E402
@@ -136,7 +136,7 @@ def test_missing_and_unexpected_tensors(tmp_path):
 
 
 def test_config_conversion_rules():
-  from slm_jax.data.unified_vocab import UnifiedVocab
+  from slm_jax.unified_vocab import UnifiedVocab
   hf = {"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 64,
         "num_hidden_layers": 3, "num_attention_heads": 8, "intermediate_size": 96,
         "rope_theta": 500000.0, "rms_norm_eps": 1e-5}

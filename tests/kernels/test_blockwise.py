@@ -94,7 +94,7 @@ def test_dispatch_passes_causal_only_to_implementations_that_take_it():
 def test_model_loss_same_with_blockwise_and_reference_attention():
   # End to end through the model (packed rows with padding): the causal hint changes no numbers.
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from slm_jax.data.unified_vocab import UnifiedVocab  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import UnifiedVocab  # pylint: disable=import-outside-toplevel
   from slm_jax.models import build, config, loss  # pylint: disable=import-outside-toplevel
   cfg = config.ModelConfig(vocab=UnifiedVocab(text_size=64, speech_codebook_sizes=(32,)),
                            num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.loss import lm_loss

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from model_testing import K8, make, random_batch, tiny
-from slm_jax.data.unified_vocab import EOS_ID
+from slm_jax.unified_vocab import EOS_ID
 from slm_jax.models import loss as loss_lib
 from slm_jax.models.heads import NEG_INF
 

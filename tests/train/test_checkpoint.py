@@ -91,7 +91,7 @@ def test_checkpoint_of_another_vocabulary_is_a_clear_error(saved):
   """Same shapes, different speech tokenizer: restoring would pair the weights with the wrong
   ids, so it is refused with the differing field named."""
   import dataclasses  # pylint: disable=import-outside-toplevel
-  from slm_jax.data.unified_vocab import VocabMismatchError  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import VocabMismatchError  # pylint: disable=import-outside-toplevel
   directory, _ = saved
   run = loop.TrainRun(tiny_config(), mesh=mesh_of(dict(fsdp=8)))
   other = dataclasses.replace(run.cfg.vocab, speech_tokenizer_name="kmeans-512@25Hz-other")

@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from slm_jax.data.pipeline import records
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 INFO_FILENAME = "cache_info.json"
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from slm_jax.data.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT, UnifiedVocab
+from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT, UnifiedVocab
 
 MIXTURE_FILENAME = "mixture.json"
 

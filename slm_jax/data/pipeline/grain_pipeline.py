@@ -36,7 +36,7 @@ import numpy as np
 
 from slm_jax.data.pipeline import cache as cache_lib
 from slm_jax.data.pipeline import documents, records
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 STATE_FORMAT = "slm_jax.grain_iterator/1"
 PACKERS = {"first_fit": gex.FirstFitPackIterDataset, "best_fit": gex.BestFitPackIterDataset}

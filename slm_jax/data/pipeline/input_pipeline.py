@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import gin
 
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 BACKENDS = ("grain", "seqio")
 

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 
 def synthetic_examples(vocab: UnifiedVocab, num: int, *, mean_len: int = 200, seed: int = 0,

@@ -1,4 +1,4 @@
-"""The data factories `slm-train` binds for real data (train/data.py's DataIterator interface).
+"""The data factories `slm-train` binds for real data (data/batch.py's DataIterator interface).
 
 The gin switch between the two input paths is which factory the run binds:
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from slm_jax.data.pipeline import grain_pipeline
 from slm_jax.data.pipeline.cli import MIXTURE_FILENAME
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 
 def cache_dirs_and_rates(split_root: str) -> tuple[list[str], list[float] | None]:

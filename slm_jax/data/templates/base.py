@@ -18,7 +18,7 @@ import numpy as np
 
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.data.templates.utterance import SkipExample, Utterance
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 
 class Template:

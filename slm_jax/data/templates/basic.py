@@ -17,7 +17,7 @@ import numpy as np
 from slm_jax.data.templates.base import Template
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.data.templates.utterance import Utterance
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 
 def append_words_text(seq: SequenceBuilder, utt: Utterance, start: int, end: int, trained: bool):

@@ -21,7 +21,7 @@ import numpy as np
 
 from slm_jax.data.templates.base import Template
 from slm_jax.data.templates.sequence import SequenceBuilder
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 DEFAULT_INSTRUCTIONS = (
     ("speech_to_text", "Write down what was said."),

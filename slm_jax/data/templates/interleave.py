@@ -33,7 +33,7 @@ from slm_jax.data.templates.base import Template
 from slm_jax.data.templates.basic import append_words_text
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.data.templates.utterance import Utterance
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 TEXT, SPEECH = 0, 1
 

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from slm_jax.data.templates.base import Template
 from slm_jax.data.templates.utterance import SkipExample, Utterance
-from slm_jax.data.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab
 
 log = logging.getLogger(__name__)
 

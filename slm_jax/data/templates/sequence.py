@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from slm_jax.data.templates.utterance import SkipExample
-from slm_jax.data.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 
 @dataclasses.dataclass
