@@ -1,4 +1,4 @@
-"""The unified token stream's vocabulary layout (DESIGN.md, "One unified token stream").
+"""The unified token stream's vocabulary layout (docs/architecture.md, "The unified token stream").
 
     [0 pad][1 eos][2 bos][3 .. 3+R) reserved specials [text vocab][speech channel-0 codebook]
 
@@ -16,6 +16,9 @@ from typing import Sequence
 
 import gin
 import numpy as np
+
+from slm_jax.atomic_write import atomic_write
+from slm_jax.errors import SlmError
 
 PAD_ID = 0
 EOS_ID = 1
@@ -38,7 +41,7 @@ MODALITY_TEXT = 1
 MODALITY_SPEECH = 2
 
 
-class VocabMismatchError(ValueError):
+class VocabMismatchError(SlmError, ValueError):
   """Raised when data or a checkpoint was made for another unified vocabulary."""
 
 
@@ -153,10 +156,7 @@ class UnifiedVocab:
     """Writes `vocab_spec.json` into `directory` (atomically) and returns its path."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SPEC_FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
     return path
 
   @classmethod
