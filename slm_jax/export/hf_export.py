@@ -15,9 +15,16 @@ import os
 import ml_dtypes
 import numpy as np
 
+from slm_jax.atomic_write import atomic_write
+from slm_jax.errors import SlmError
 from slm_jax.export import hf_layout as hl
 from slm_jax.export.safetensors_io import SINGLE_FILE, write_file
 from slm_jax.models.lm import SpeechTextLM
+
+
+class HFExportError(SlmError, ValueError):
+  """The model cannot be exported as asked."""
+
 
 _SAVE_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
@@ -70,7 +77,7 @@ def export_hf_checkpoint(model: SpeechTextLM, directory: str, *, dtype: str = "f
   BOS/EOS rows are specials, outside the text range, and are not exported).
   """
   if dtype not in _SAVE_DTYPES:
-    raise ValueError(f"dtype={dtype!r}; use one of {sorted(_SAVE_DTYPES)}")
+    raise HFExportError(f"dtype={dtype!r}; use one of {sorted(_SAVE_DTYPES)}")
   if model.cfg.speech_tower_layers:
     logging.warning("speech tower layers are not part of the exported text model and are dropped")
   os.makedirs(directory, exist_ok=True)
@@ -78,8 +85,5 @@ def export_hf_checkpoint(model: SpeechTextLM, directory: str, *, dtype: str = "f
              for k, v in model_to_hf_tensors(model).items()}
   write_file(os.path.join(directory, SINGLE_FILE), tensors)
   config = model_to_hf_config(model, dtype=dtype, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
-  tmp = os.path.join(directory, "config.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, "config.json"))
+  atomic_write(os.path.join(directory, "config.json"), json.dumps(config, indent=2, sort_keys=True))
   return directory

@@ -23,27 +23,28 @@ import gin
 import jax.numpy as jnp
 import numpy as np
 
-from slm_jax.unified_vocab import (BOS_ID, DEFAULT_NUM_RESERVED, DEFAULT_SPECIALS, EOS_ID,
-                                        UnifiedVocab)
+from slm_jax.errors import SlmError
 from slm_jax.export import hf_layout as hl
-from slm_jax.export.safetensors_io import CheckpointReader
+from slm_jax.export.safetensors_io import CheckpointNotFoundError, CheckpointReader
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.lm import SpeechTextLM
+from slm_jax.unified_vocab import (BOS_ID, DEFAULT_NUM_RESERVED, DEFAULT_SPECIALS, EOS_ID,
+                                   UnifiedVocab)
 
 # ModelConfig fields that come from the checkpoint and may not be overridden.
 _FROM_CHECKPOINT = ("vocab", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                     "mlp_dim", "rope_theta", "norm_eps", "tie_embeddings", "qkv_bias")
 
 
-class HFImportError(ValueError):
+class HFImportError(SlmError, ValueError):
   """The checkpoint cannot be imported; the message names the tensor or config field."""
 
 
 def read_hf_config(path: str) -> dict:
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f"no config.json in {path}: pass a Hugging Face model directory")
+    raise CheckpointNotFoundError(f"no config.json in {path}: pass a Hugging Face model directory")
   with open(config_path) as f:
     return json.load(f)
 
@@ -111,6 +112,25 @@ def hf_config_to_model_config(hf: dict, vocab: UnifiedVocab, **overrides) -> Mod
       norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=hl.ARCHITECTURES[arch], **overrides)
+
+
+def check_model_config(cfg: ModelConfig, hf: dict, where: str = "the checkpoint") -> None:
+  """Raises HFImportError naming every ModelConfig field that does not fit `hf` (config.json).
+
+  The fields the checkpoint fixes are compared (layers, widths, heads, rotary base, norm epsilon,
+  tying, q/k/v biases); `cfg.text_tower_layers` of the HF layers go to the text tower.
+  """
+  if cfg.vocab.text_size != hf.get("vocab_size"):
+    raise HFImportError(f"UnifiedVocab.text_size is {cfg.vocab.text_size} but {where} has vocab_size="
+                        f"{hf.get('vocab_size')}; set UnifiedVocab.text_size = {hf.get('vocab_size')}")
+  expected = hf_config_to_model_config(hf, cfg.vocab, text_tower_layers=cfg.text_tower_layers)
+  fields = [f for f in _FROM_CHECKPOINT if f != "vocab" and getattr(cfg, f) != getattr(expected, f)]
+  if fields:
+    diffs = "; ".join(f"{f} is {getattr(cfg, f)!r}, needs {getattr(expected, f)!r}" for f in fields)
+    fix = "\n  ".join(f"ModelConfig.{f} = {getattr(expected, f)!r}" for f in fields)
+    raise HFImportError(
+        f"the model config does not fit {where} (config.json): {diffs}.\nSet these bindings in "
+        f"the model's gin file (or with --gin_param), or start from another checkpoint:\n  {fix}")
 
 
 def _token_id(value) -> int | None:

@@ -1,68 +1,60 @@
-"""Reading and writing safetensors files with numpy only (no torch), bfloat16 included.
+"""Hugging Face safetensors checkpoints, read and written with the `safetensors` package (numpy).
 
-The format: an 8-byte little-endian header length, a JSON header mapping each tensor name to
-{dtype, shape, data_offsets: [begin, end)} (offsets relative to the end of the header), then the
-raw little-endian bytes. numpy has no bfloat16, so BF16 tensors are read as `ml_dtypes.bfloat16`
-(shipped with jax). A Hugging Face checkpoint directory holds either `model.safetensors` or
-shards listed in `model.safetensors.index.json`; `CheckpointReader` reads both lazily (memmap).
+A checkpoint directory holds either `model.safetensors` or shards listed in
+`model.safetensors.index.json`; `CheckpointReader` opens each file lazily (memory-mapped by
+`safe_open`). BF16 tensors come back as `ml_dtypes.bfloat16` arrays: importing ml_dtypes registers
+that dtype with numpy, which safetensors' numpy path relies on for BF16.
 """
 from __future__ import annotations
 
 import json
 import os
-import struct
 from typing import Mapping
 
-import ml_dtypes
+import ml_dtypes  # noqa: F401  pylint: disable=unused-import  (registers numpy's "bfloat16")
 import numpy as np
+import safetensors
+from safetensors.numpy import save_file
 
-_DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8),
-    "BOOL": np.dtype(np.bool_),
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
+from slm_jax.atomic_write import atomic_path
+from slm_jax.errors import SlmError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def read_header(path: str) -> tuple[dict, int]:
-  """(header without __metadata__, byte offset where tensor data starts)."""
-  with open(path, "rb") as f:
-    raw = f.read(8)
-    if len(raw) != 8:
-      raise ValueError(f"{path} is not a safetensors file (shorter than 8 bytes)")
-    (n,) = struct.unpack("<Q", raw)
-    header = json.loads(f.read(n))
-  header.pop("__metadata__", None)
-  return header, 8 + n
+class CheckpointNotFoundError(SlmError, FileNotFoundError):
+  """The directory holds no safetensors checkpoint (or a file the index names is missing)."""
+
+
+class SafetensorsReadError(SlmError, ValueError):
+  """A file is not a readable safetensors file."""
 
 
 class SafetensorsFile:
-  """One .safetensors file, read lazily: `names()`, `shape(name)`, `get(name) -> np.ndarray`."""
+  """One .safetensors file, read lazily: `names()`, `shape(name)`, `dtype(name)`, `get(name)`."""
 
   def __init__(self, path: str):
     self.path = path
-    self.header, self.data_start = read_header(path)
-    self._mm = None
+    if not os.path.exists(path):
+      raise CheckpointNotFoundError(f"safetensors file {path} does not exist")
+    try:
+      self._file = safetensors.safe_open(path, framework="np")
+    except (safetensors.SafetensorError, OSError) as e:
+      raise SafetensorsReadError(f"{path} is not a readable safetensors file: {e}") from e
 
   def names(self) -> list[str]:
-    return list(self.header)
+    return list(self._file.keys())
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self.header[name]["shape"])
+    return tuple(self._file.get_slice(name).get_shape())
+
+  def dtype(self, name: str) -> str:
+    """The safetensors dtype code, e.g. "F32" or "BF16"."""
+    return self._file.get_slice(name).get_dtype()
 
   def get(self, name: str) -> np.ndarray:
-    info = self.header[name]
-    if info["dtype"] not in _DTYPES:
-      raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    if self._mm is None:
-      self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-    begin, end = info["data_offsets"]
-    buf = self._mm[self.data_start + begin:self.data_start + end]
-    return np.frombuffer(buf, dtype=_DTYPES[info["dtype"]]).reshape(info["shape"])
+    return self._file.get_tensor(name)
 
 
 class CheckpointReader:
@@ -78,7 +70,7 @@ class CheckpointReader:
     elif os.path.exists(single_path):
       weight_map = {name: SINGLE_FILE for name in SafetensorsFile(single_path).names()}
     else:
-      raise FileNotFoundError(
+      raise CheckpointNotFoundError(
           f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}: pass a Hugging Face checkpoint "
           "directory saved with safetensors (save_pretrained(..., safe_serialization=True))")
     self._files: dict[str, SafetensorsFile] = {}
@@ -105,27 +97,12 @@ class CheckpointReader:
     return self._file(name).get(name)
 
 
-def write_file(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None):
-  """Writes `tensors` to one safetensors file (atomically: temp file + rename)."""
-  header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
-  offset = 0
-  arrays = []
-  for name in sorted(tensors):
-    a = np.ascontiguousarray(tensors[name])
-    if a.dtype not in _NAMES:
-      raise ValueError(f"tensor {name!r}: dtype {a.dtype} cannot be written to safetensors")
-    header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape),
-                    "data_offsets": [offset, offset + a.nbytes]}
-    offset += a.nbytes
-    arrays.append(a)
-  raw = json.dumps(header, separators=(",", ":")).encode()
-  raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(struct.pack("<Q", len(raw)))
-    f.write(raw)
-    for a in arrays:
-      f.write(a.tobytes())
-  os.replace(tmp, path)
+def write_file(path: str, tensors: Mapping[str, np.ndarray],
+               metadata: Mapping[str, str] | None = None) -> None:
+  """Writes `tensors` to one safetensors file, atomically.
 
-
+  metadata defaults to {"format": "pt"}, which transformers expects of a checkpoint it loads.
+  """
+  arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+  with atomic_path(path, suffix=".safetensors") as tmp:
+    save_file(arrays, tmp, metadata=dict(metadata or {"format": "pt"}))

@@ -12,7 +12,9 @@ from slm_jax.unified_vocab import BOS_ID, EOS_ID  # noqa: E402
 from hf_testing import V_TEXT, hf_logits, make_hf, our_text_logits  # noqa: E402
 from slm_jax.export import hf_import  # noqa: E402
 from slm_jax.export.hf_import import HFImportError, load_hf_checkpoint  # noqa: E402
-from slm_jax.export.safetensors_io import CheckpointReader, SafetensorsFile, write_file  # noqa: E402
+from slm_jax.errors import SlmError  # noqa: E402
+from slm_jax.export.safetensors_io import (CheckpointReader, SafetensorsFile,  # noqa: E402
+                                           SafetensorsReadError, write_file)
 
 CASES = {
     "llama_gqa_untied": dict(arch="llama", kv_heads=2, tie=False),
@@ -60,7 +62,7 @@ def test_text_tower_split_keeps_text_logits(tmp_path):
 
 def test_bfloat16_checkpoint(tmp_path):
   hf, path = make_hf(tmp_path, "bf16", dtype=torch.bfloat16)
-  assert SafetensorsFile(os.path.join(path, "model.safetensors")).header["model.norm.weight"]["dtype"] == "BF16"
+  assert SafetensorsFile(os.path.join(path, "model.safetensors")).dtype("model.norm.weight") == "BF16"
   model, cfg = load_hf_checkpoint(path, speech_codebook_sizes=(16,))
   ref = hf.float()  # the same bf16 weights, computed in float32
   ids = np.random.default_rng(4).integers(0, V_TEXT, (1, 8))
@@ -148,6 +150,29 @@ def test_config_conversion_rules():
     hf_import.hf_config_to_model_config(hf, UnifiedVocab(text_size=100), embed_dim=32)
   with pytest.raises(HFImportError, match="mlp_bias"):
     hf_import.hf_config_to_model_config({**hf, "mlp_bias": True}, UnifiedVocab(text_size=100))
+  assert issubclass(HFImportError, SlmError) and issubclass(HFImportError, ValueError)
+
+
+def test_model_config_check_names_every_mismatch_and_the_fix():
+  from slm_jax.models.config import ModelConfig
+  from slm_jax.unified_vocab import UnifiedVocab
+  hf = {"architectures": ["Qwen2ForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 2,
+        "intermediate_size": 96, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False}
+  fits = ModelConfig(vocab=UnifiedVocab(text_size=100), num_layers=2, text_tower_layers=1,
+                     embed_dim=64, num_heads=8, num_kv_heads=2, head_dim=8, mlp_dim=96,
+                     rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=False, qkv_bias=True)
+  hf_import.check_model_config(fits, hf)
+  wrong = fits.replace(embed_dim=32, num_layers=3, qkv_bias=False)
+  with pytest.raises(HFImportError) as e:
+    hf_import.check_model_config(wrong, hf)
+  msg = str(e.value)
+  for line in ("ModelConfig.num_layers = 2", "ModelConfig.embed_dim = 64", "ModelConfig.qkv_bias = True"):
+    assert line in msg
+  assert "mlp_dim" not in msg
+  with pytest.raises(HFImportError, match="UnifiedVocab.text_size = 100"):
+    hf_import.check_model_config(fits.replace(vocab=UnifiedVocab(text_size=99)), hf)
 
 
 def test_reader_reads_sharded_index(tmp_path):
@@ -155,5 +180,26 @@ def test_reader_reads_sharded_index(tmp_path):
   reader = CheckpointReader(path)
   assert "model.layers.1.mlp.down_proj.weight" in reader.names()
   assert reader.shape("model.layers.1.mlp.down_proj.weight") == (32, 48)
-  with pytest.raises(FileNotFoundError, match="model.safetensors"):
+  with pytest.raises(FileNotFoundError, match="model.safetensors") as e:
     CheckpointReader(str(tmp_path))
+  assert isinstance(e.value, SlmError)
+  with pytest.raises(FileNotFoundError, match="config.json") as e:
+    load_hf_checkpoint(str(tmp_path))
+  assert isinstance(e.value, SlmError)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+  _, path = make_hf(tmp_path, "corrupt")
+  with open(os.path.join(path, "model.safetensors"), "wb") as f:
+    f.write(b"not a safetensors file at all")
+  with pytest.raises(SafetensorsReadError, match="model.safetensors.*not a readable safetensors"):
+    load_hf_checkpoint(path, speech_codebook_sizes=(16,))
+
+
+def test_write_is_atomic(tmp_path):
+  path = str(tmp_path / "t.safetensors")
+  write_file(path, {"a": np.ones(3, np.float32)})
+  with pytest.raises(Exception):   # an object array cannot be written: the old file stays whole
+    write_file(path, {"a": np.zeros(3, np.float32), "b": np.array([object()])})
+  assert sorted(os.listdir(tmp_path)) == ["t.safetensors"]
+  np.testing.assert_array_equal(SafetensorsFile(path).get("a"), np.ones(3, np.float32))
