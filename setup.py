@@ -8,41 +8,50 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["slm_jax", "slm_jax.*"]) + ["slm_jax.tasks"],
-    # seqio Task/Mixture registrations live in the top-level tasks/ folder (DESIGN.md layout)
-    # and are importable as `slm_jax.tasks`.
-    package_dir={"slm_jax.tasks": "tasks"},
+    # Two top-level folders ship inside the package (docs/architecture.md, layout):
+    #   tasks/   seqio Task/Mixture registrations, imported as `slm_jax.tasks`;
+    #   configs/ the gin files, installed as slm_jax/configs/ (slm_jax.configuration finds them).
+    packages=(setuptools.find_packages(include=["slm_jax", "slm_jax.*"])
+              + ["slm_jax.tasks", "slm_jax.configs"]),
+    package_dir={"slm_jax.tasks": "tasks", "slm_jax.configs": "configs"},
+    package_data={"slm_jax.configs": ["**/*.gin"]},
+    # Every third-party package the library imports, and no other (ml-collections: sweeps).
+    # Tested: Python 3.11 with jax 0.10.2, Python 3.12 with jax 0.12; flax 0.12.8.
     install_requires=[
-        # Tested: jax 0.10.2 (py3.11) and 0.12 (py3.12); flax 0.12.8.
         "jax>=0.10.2,<0.13",
         "flax>=0.12.8,<0.14",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
+        "numpy>=2.0,<3",
+        "ml_dtypes>=0.5,<0.7",
+        "scipy>=1.14,<2",
         "seqio>=0.0.20,<0.1",
-        "tensorflow-datasets>=4.9.10,<5",
         "tensorflow>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10,<5",
+        "importlib_resources>=6,<8",  # tensorflow-datasets needs it to build datasets
         "grain>=0.2.18,<0.3",
         "array-record>=0.8.6,<0.9",
         "ml-collections>=1.1.0,<2",
         "gin-config>=0.5.0,<0.6",
         "sentencepiece>=0.2.3,<0.3",
         "tokenizers>=0.23,<0.24",
-        "numpy>=2.0,<3",
         "safetensors>=0.8,<0.9",
         "soundfile>=0.14,<0.15",
         "librosa>=0.11,<1.1",
         "scikit-learn>=1.9,<2",
+        "threadpoolctl>=3.1,<4",
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.11,<4",
         "tqdm>=4.70,<5",
         "jiwer>=4.0,<5",
-        "importlib_resources>=6,<8",  # tfds 4.9.10 needs it to build datasets
     ],
     extras_require={
-        "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
+        "test": ["pytest>=9.2,<10"],
         # PyTorch parity tests and the PyTorch peer benchmark. Pin the CPU build.
         "torch": ["torch==2.13.0", "transformers>=5.23,<6"],
         "asr": ["pocketsphinx>=5.1.1,<6"],
+        # The viewer for the TensorBoard logs slm-train writes (`make demo` installs it).
+        "tensorboard": ["tensorboard>=2.20,<3"],
     },
     entry_points={
         "console_scripts": [

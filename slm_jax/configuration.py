@@ -14,7 +14,16 @@ from typing import Sequence
 import gin
 from gin import resource_reader
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+def _configs_dir() -> str:
+  """The gin files: slm_jax/configs/ in an installed wheel (setup.py ships the top-level configs/
+  folder there), else the repository's configs/ beside the package (a checkout, `pip install -e`)."""
+  package = os.path.dirname(os.path.abspath(__file__))
+  installed = os.path.join(package, "configs")
+  return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "configs")
+
+
+CONFIGS_DIR = _configs_dir()
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
 
 
