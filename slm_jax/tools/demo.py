@@ -19,11 +19,13 @@ rerunning continues where it stopped. `--synthetic` trains on the built-in synth
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+import shutil
 import subprocess
 import sys
 import time
+
+from slm_jax.tools import cli_errors
 
 DEMO_GIN = "runs/demo.gin"
 SYNTHETIC_GIN = "runs/demo_synthetic.gin"
@@ -105,7 +107,19 @@ def _summary(workdir: str, result: dict, minutes: float) -> None:
   print(f"  checkpoints: {ckpt_dir} (steps {steps})")
   print(f"  loss curve:  {png}")
   print(f"  config:      {os.path.join(workdir, 'operative_config.gin')}")
-  print(f"  TensorBoard: tensorboard --logdir {tb}")
+  print(f"  TensorBoard: {tensorboard_command(tb)}")
+
+
+def tensorboard_command(logdir: str, bin_dir: str | None = None) -> str:
+  """The command that opens `logdir`: this environment's `tensorboard` (`make demo` installs it
+  into .venv, whose bin/ need not be on PATH), or how to install it."""
+  exe = os.path.join(bin_dir or os.path.dirname(sys.executable), "tensorboard")
+  if os.path.exists(exe):
+    relative = os.path.relpath(exe)
+    return f"{exe if relative.startswith('..') else relative} --logdir {logdir}"
+  if shutil.which("tensorboard"):
+    return f"tensorboard --logdir {logdir}"
+  return f"tensorboard --logdir {logdir}  (not installed: pip install 'tensorboard>=2.20,<3')"
 
 
 def main(argv=None) -> int:
@@ -142,4 +156,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli_errors.run_main("demo", main))

@@ -14,6 +14,8 @@ import struct
 import sys
 from collections import defaultdict
 
+from slm_jax.tools import cli_errors
+
 DEFAULT_TAGS = ("train/loss", "train/loss/text_ce", "train/loss/speech_ce", "eval/loss/ce")
 
 
@@ -74,14 +76,12 @@ def main(argv=None) -> int:
   p.add_argument("--tag", action="append", default=None, help="scalar tags to plot (repeatable)")
   args = p.parse_args(argv)
   logdir = os.path.join(args.workdir, "tensorboard")
-  try:
-    out = plot(logdir, args.out or os.path.join(args.workdir, "loss.png"), tuple(args.tag or DEFAULT_TAGS))
-  except FileNotFoundError as e:
-    print(f"plot_metrics: {e}", file=sys.stderr)
-    return 1
+  if not os.path.isdir(logdir):
+    raise FileNotFoundError(f"no TensorBoard logs at {logdir}; is {args.workdir} a slm-train --workdir?")
+  out = plot(logdir, args.out or os.path.join(args.workdir, "loss.png"), tuple(args.tag or DEFAULT_TAGS))
   print(f"wrote {out}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli_errors.run_main("plot_metrics", main))

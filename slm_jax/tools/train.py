@@ -6,12 +6,17 @@
 Rerunning the same command resumes from the last complete checkpoint in --workdir. On TPU pods
 and SLURM, run the same command on every host (JAX detects the cluster); elsewhere add
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (docs/launching.md).
+
+Exit codes: 0 trained (or nothing left to do); 2 a known error (a gin typo, a checkpoint of another
+model, a non-finite loss, a missing file), said in one line on stderr; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+
+from slm_jax.tools import cli_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,25 +43,20 @@ def main(argv=None) -> int:
     print("\n".join(configuration.available_configs()))
     return 0
   if not args.workdir:
-    print("slm-train: --workdir is required (checkpoints and logs go there)", file=sys.stderr)
+    print("slm-train: error: --workdir is required (checkpoints and logs go there)", file=sys.stderr)
     return 2
   if not args.gin_file:
-    print("slm-train: give at least one --gin_file, e.g. --gin_file=runs/demo_synthetic.gin "
+    print("slm-train: error: give at least one --gin_file, e.g. --gin_file=runs/demo_synthetic.gin "
           "(--help_gin lists them)", file=sys.stderr)
     return 2
   from slm_jax.train import distributed  # pylint: disable=import-outside-toplevel
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
-  try:
-    configuration.parse(args.gin_file, args.gin_param)
-  except configuration.ConfigError as e:
-    print(f"slm-train: {e}", file=sys.stderr)
-    return 2
+  # Known errors (a gin typo, a checkpoint of another model, a non-finite loss, ...) end in one
+  # message and exit code 2 through cli_errors.run_main.
+  configuration.parse(args.gin_file, args.gin_param)
   try:
     loop.train(args.workdir, progress=not args.no_progress)
-  except loop.NonFiniteError as e:
-    print(f"slm-train: stopped: {e}", file=sys.stderr)
-    return 3
   except KeyboardInterrupt:
     print("slm-train: interrupted; rerun the same command to resume from the last checkpoint",
           file=sys.stderr)
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
 
 
 def run():
-  sys.exit(main())
+  """Console-script entry point."""
+  sys.exit(cli_errors.run_main("slm-train", main))
 
 
 if __name__ == "__main__":
