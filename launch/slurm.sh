@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU cluster launch with SLURM: one task (process) per node, all GPUs of a node per task.
 #
-#   sbatch --nodes=4 tools/launch_slurm.sh WORKDIR [slm-train flags...]
-#   sbatch --nodes=2 tools/launch_slurm.sh /shared/runs/exp1 \
+#   sbatch --nodes=4 launch/slurm.sh WORKDIR [slm-train flags...]
+#   sbatch --nodes=2 launch/slurm.sh /shared/runs/exp1 \
 #       --gin_file=models/7b.gin --gin_file=runs/pretrain.gin --gin_file=mesh/fsdp_tensor.gin \
 #       --gin_param=TOTAL_STEPS=50000 --gin_param=BATCH_SIZE=256 --gin_param=SEQ_LEN=4096
 #

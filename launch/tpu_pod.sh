@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Launch slm-train on every host of a Cloud TPU pod slice (one command per host, run on all at once).
 #
-#   tools/launch_tpu_pod.sh TPU_NAME ZONE WORKDIR [slm-train flags...]
-#   tools/launch_tpu_pod.sh my-v5p-64 us-east5-a gs://bucket/exp1 \
+#   launch/tpu_pod.sh TPU_NAME ZONE WORKDIR [slm-train flags...]
+#   launch/tpu_pod.sh my-v5p-64 us-east5-a gs://bucket/exp1 \
 #       --gin_file=models/1b.gin --gin_file=runs/pretrain.gin --gin_file=mesh/fsdp.gin \
 #       --gin_param=TOTAL_STEPS=100000 --gin_param=BATCH_SIZE=512 --gin_param=SEQ_LEN=4096
 #

@@ -3,10 +3,10 @@
 # each with D fake CPU devices and gloo collectives. The same flags work across real hosts: run
 # one command per host with --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 #
-#   tools/launch_local_multiprocess.sh 2 4 /tmp/mp_run --gin_file=runs/demo_synthetic.gin
+#   launch/local_multiprocess.sh 2 4 /tmp/mp_run --gin_file=runs/demo_synthetic.gin
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
-  sed -n '2,7p' "$0"; exit 2
+  sed -n '2,6p' "$0"; exit 2
 fi
 N=$1; D=$2; WORKDIR=$3; shift 3
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
