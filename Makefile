@@ -21,11 +21,13 @@ apt:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
+# extras: test (pytest), torch (parity tests), asr (pocketsphinx), tensorboard (the viewer the
+# demo summary names).
 $(STAMP): setup.py | apt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slm_jax needs Python >= 3.11"'
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,torch,asr]'
+	$(PY) -m pip install -q -e '.[test,torch,asr,tensorboard]'
 	touch $@
 
 demo: apt $(STAMP)
