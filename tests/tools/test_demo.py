@@ -1,5 +1,6 @@
 """The main job's orchestrator (`make demo`), on its synthetic-task path with a small model."""
 import os
+import shutil
 
 import gin
 
@@ -30,3 +31,15 @@ def test_demo_trains_summarizes_and_a_rerun_does_nothing(tmp_path, capsys):
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
   assert _demo(tmp_path / "run") == 0
   assert "already trained to step 4" in capsys.readouterr().out
+
+
+def test_the_summary_names_a_tensorboard_that_runs(tmp_path, monkeypatch):
+  # `make demo` installs the tensorboard extra into the venv it runs the demo with.
+  exe = demo.tensorboard_command("logs").split()[0]
+  assert os.access(exe, os.X_OK) or shutil.which(exe), exe
+  monkeypatch.setenv("PATH", "")
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  assert "not installed: pip install" in demo.tensorboard_command("logs", str(bin_dir))
+  (bin_dir / "tensorboard").write_text("")
+  assert demo.tensorboard_command("logs", str(bin_dir)) == f"{bin_dir / 'tensorboard'} --logdir logs"
