@@ -14,6 +14,9 @@ from typing import Sequence
 import gin
 from gin import resource_reader
 
+from slm_jax.atomic_write import atomic_write
+from slm_jax.errors import SlmError
+
 
 def _configs_dir() -> str:
   """The gin files: slm_jax/configs/ in an installed wheel (setup.py ships the top-level configs/
@@ -27,8 +30,8 @@ CONFIGS_DIR = _configs_dir()
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
 
 
-class ConfigError(ValueError):
-  """A gin file or binding could not be parsed; the message names it and the fix."""
+class ConfigError(SlmError, ValueError):
+  """A gin file, binding or configured value is wrong; the message names it and the fix."""
 
 
 def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
@@ -88,12 +91,8 @@ def _resolve(path: str) -> str:
 
 def write_operative_config(directory: str) -> str:
   """Writes the operative config (every binding actually used) beside checkpoints."""
-  os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, OPERATIVE_CONFIG_FILENAME)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(gin.operative_config_str())
-  os.replace(tmp, path)
+  atomic_write(path, gin.operative_config_str())
   return path
 
 

@@ -1,4 +1,4 @@
-"""Mesh construction and logical-axis sharding (DESIGN.md, "Sharding by logical axes").
+"""Mesh construction and logical-axis sharding (docs/architecture.md, logical axes).
 
 Parameters and activations name their dimensions with logical axes; a rule table (gin-bound) maps
 each logical axis to mesh axes (`data`, `fsdp`, `tensor`, `sequence`). Changing parallelism is a

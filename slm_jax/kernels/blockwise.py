@@ -17,27 +17,27 @@ import jax.numpy as jnp
 from slm_jax.kernels.reference import segment_order_mask
 
 
-def _dense(q_BLKGD, k_BSKD, v_BSKD, mask_BLS, scale):
-  """Masked softmax attention for one query slab against a key prefix -> [B, L, K, G, D].
+def _dense(q_BLGRE, k_BSGE, v_BSGE, mask_BLS, scale):
+  """Masked softmax attention for one query slab against a key prefix -> [B, L, G, R, E].
 
-  Heads-major operands ([B, K, G, L, D] x [B, K, S, D]) and the scale folded into q measured
-  ~7% faster on XLA:CPU than the reference's layout.
+  Heads-major operands ([B, G, R, L, E] x [B, G, S, E]) with the scale folded into q: XLA:CPU
+  runs these faster than the reference's layout.
   """
-  q_BKGLD = jnp.einsum("blkgd->bkgld", q_BLKGD * scale)
-  k_BKSD, v_BKSD = jnp.einsum("bskd->bksd", k_BSKD), jnp.einsum("bskd->bksd", v_BSKD)
-  logits_BKGLS = jnp.einsum("bkgld,bksd->bkgls", q_BKGLD, k_BKSD,
+  q_BGRLE = jnp.einsum("blgre->bgrle", q_BLGRE * scale)
+  k_BGSE, v_BGSE = jnp.einsum("bsge->bgse", k_BSGE), jnp.einsum("bsge->bgse", v_BSGE)
+  logits_BGRLS = jnp.einsum("bgrle,bgse->bgrls", q_BGRLE, k_BGSE,
                             preferred_element_type=jnp.float32)
-  logits_BKGLS = jnp.where(mask_BLS[:, None, None], logits_BKGLS, jnp.finfo(jnp.float32).min)
-  probs_BKGLS = jax.nn.softmax(logits_BKGLS, axis=-1)
-  out_BKGLD = jnp.einsum("bkgls,bksd->bkgld", probs_BKGLS.astype(v_BSKD.dtype), v_BKSD)
-  # Queries with no visible key (padding) output zeros: masking the [B, L, K, G, D] output is
-  # cheaper than masking the [B, K, G, L, S] probabilities, with the same values and gradients.
+  logits_BGRLS = jnp.where(mask_BLS[:, None, None], logits_BGRLS, jnp.finfo(jnp.float32).min)
+  probs_BGRLS = jax.nn.softmax(logits_BGRLS, axis=-1)
+  out_BGRLE = jnp.einsum("bgrls,bgse->bgrle", probs_BGRLS.astype(v_BSGE.dtype), v_BGSE)
+  # Queries with no visible key (padding) output zeros: masking the [B, L, G, R, E] output is
+  # cheaper than masking the [B, G, R, L, S] probabilities, with the same values and gradients.
   return jnp.where(mask_BLS.any(-1)[:, :, None, None, None],
-                   jnp.einsum("bkgld->blkgd", out_BKGLD), 0)
+                   jnp.einsum("bgrle->blgre", out_BGRLE), 0)
 
 
 @gin.configurable("blockwise_attention", denylist=["scale", "causal"])
-def attention(q_BLHD, k_BSKD, v_BSKD, q_segment_ids, q_order, kv_segment_ids, kv_order,
+def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
               *, scale: float | None = None, causal: bool = False, block_size: int = 128):
   """Grouped-query attention; with `causal`, query block i attends key blocks 0..i only.
 
@@ -46,19 +46,19 @@ def attention(q_BLHD, k_BSKD, v_BSKD, q_segment_ids, q_order, kv_segment_ids, kv
     block_size: query/key block length (gin: `blockwise_attention.block_size`); lengths that
       it does not divide fall back to dense attention.
   """
-  b, l, h, d = q_BLHD.shape
-  s, kv_heads = k_BSKD.shape[1], k_BSKD.shape[2]
-  if h % kv_heads:
-    raise ValueError(f"{h} query heads are not a multiple of {kv_heads} kv heads")
-  scale = d ** -0.5 if scale is None else scale
-  q_BLKGD = q_BLHD.reshape(b, l, kv_heads, h // kv_heads, d)
+  b, l, h, e = q_BLHE.shape
+  s, g = k_BSGE.shape[1], k_BSGE.shape[2]
+  if h % g:
+    raise ValueError(f"{h} query heads are not a multiple of {g} kv heads")
+  scale = e ** -0.5 if scale is None else scale
+  q_BLGRE = q_BLHE.reshape(b, l, g, h // g, e)
   if not causal or l != s or l % block_size or l <= block_size:
     mask_BLS = segment_order_mask(q_segment_ids, q_order, kv_segment_ids, kv_order)
-    return _dense(q_BLKGD, k_BSKD, v_BSKD, mask_BLS, scale).reshape(b, l, h, d)
+    return _dense(q_BLGRE, k_BSGE, v_BSGE, mask_BLS, scale).reshape(b, l, h, e)
   outs = []
   for start in range(0, l, block_size):
     stop = start + block_size          # keys [0, stop): every later key block is masked
-    mask_BQS = segment_order_mask(q_segment_ids[:, start:stop], q_order[:, start:stop],
+    mask_BLS = segment_order_mask(q_segment_ids[:, start:stop], q_order[:, start:stop],
                                   kv_segment_ids[:, :stop], kv_order[:, :stop])
-    outs.append(_dense(q_BLKGD[:, start:stop], k_BSKD[:, :stop], v_BSKD[:, :stop], mask_BQS, scale))
-  return jnp.concatenate(outs, axis=1).reshape(b, l, h, d)
+    outs.append(_dense(q_BLGRE[:, start:stop], k_BSGE[:, :stop], v_BSGE[:, :stop], mask_BLS, scale))
+  return jnp.concatenate(outs, axis=1).reshape(b, l, h, e)

@@ -1,68 +1,84 @@
-"""The one place that chooses the attention implementation.
+"""The one place that names attention implementations and chooses among them.
 
-Every model calls `attention(...)`; the implementation is picked by name (gin-bindable default)
-and per backend. Step 4 registers Pallas kernels (TPU Mosaic, GPU, interpret mode on CPU) here.
+Every model calls `attention(...)` with an implementation name (`ModelConfig.attention_impl`, the
+only setting). A new kernel is one `register(...)` call below: its name, its function, whether it
+takes the causal promise, and on which backends `auto` prefers it.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Mapping
 
-import gin
 import jax
 
 from slm_jax.kernels import blockwise, reference
 
 AttentionFn = Callable[..., jax.Array]
 
-_IMPLEMENTATIONS: dict[str, AttentionFn] = {}
-_TAKES_CAUSAL: set[str] = set()
+AUTO = "auto"
 
 
-def register(name: str, fn: AttentionFn, *, takes_causal: bool = False) -> None:
-  """Adds an implementation with the signature of `reference.attention`.
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+  """A registered attention implementation.
 
-  `takes_causal`: fn also accepts `causal=` (the caller's promise that order strictly increases
-  with index within a segment), which lets it skip key blocks above the diagonal.
+  fn: has the signature of `reference.attention`.
+  takes_causal: fn also accepts `causal=` (the caller's promise that order strictly increases with
+    index within a segment), which lets it skip key blocks above the diagonal.
+  auto_priority: backend ("cpu", "gpu", "tpu") -> priority; `auto` picks the registered
+    implementation with the highest priority for the current backend ("xla" when none has one).
   """
-  _IMPLEMENTATIONS[name] = fn
-  if takes_causal:
-    _TAKES_CAUSAL.add(name)
+  name: str
+  fn: AttentionFn
+  takes_causal: bool = False
+  auto_priority: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+_IMPLEMENTATIONS: dict[str, Implementation] = {}
+
+
+def register(name: str, fn: AttentionFn, *, takes_causal: bool = False,
+             auto_priority: Mapping[str, int] | None = None) -> None:
+  """Adds an implementation (see `Implementation` for the arguments)."""
+  if name == AUTO or name in _IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation {name!r} is already taken")
+  _IMPLEMENTATIONS[name] = Implementation(name, fn, takes_causal, dict(auto_priority or {}))
 
 
 register("xla", reference.attention)
-register("xla_blockwise", blockwise.attention, takes_causal=True)
+register("xla_blockwise", blockwise.attention, takes_causal=True, auto_priority={"cpu": 1})
 
 
-def available() -> tuple[str, ...]:
-  return tuple(sorted(_IMPLEMENTATIONS))
+def names() -> tuple[str, ...]:
+  """Every name `ModelConfig.attention_impl` accepts: `auto` and the registered implementations."""
+  return (AUTO,) + tuple(sorted(_IMPLEMENTATIONS))
 
 
-@gin.configurable
-def default_implementation(name: str = "auto") -> str:
-  """`auto` picks the best registered implementation for the current backend."""
-  if name != "auto":
+def check_name(name: str) -> None:
+  """Raises ValueError unless `name` is `auto` or a registered implementation."""
+  if name not in names():
+    raise ValueError(f"unknown attention implementation {name!r}; use one of {names()}")
+
+
+def resolve(name: str = AUTO, backend: str | None = None) -> str:
+  """The implementation `name` stands for on `backend` (default: JAX's): `auto` picks per backend."""
+  check_name(name)
+  if name != AUTO:
     return name
-  backend = jax.default_backend()
-  preferred = {"tpu": ("pallas_tpu",), "gpu": ("pallas_gpu",), "cpu": ("xla_blockwise",)}
-  for candidate in preferred.get(backend, ()):
-    if candidate in _IMPLEMENTATIONS:
-      return candidate
-  return "xla"
+  backend = backend or jax.default_backend()
+  ranked = [(impl.auto_priority[backend], impl.name) for impl in _IMPLEMENTATIONS.values()
+            if backend in impl.auto_priority]
+  return max(ranked)[1] if ranked else "xla"
 
 
-def attention(q_BLHD, k_BSKD, v_BSKD, q_segment_ids, q_order, kv_segment_ids, kv_order,
-              *, implementation: str | None = None, scale: float | None = None,
-              causal: bool = False):
+def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
+              *, implementation: str = AUTO, scale: float | None = None, causal: bool = False):
   """(segment, order)-masked grouped-query attention; see `reference.attention` for the contract.
 
   `causal=True` is a static promise (self-attention with `positions` as order): within a segment,
   order strictly increases with index. Results are the same; implementations may skip work.
   """
-  name = implementation or default_implementation()
-  try:
-    fn = _IMPLEMENTATIONS[name]
-  except KeyError:
-    raise ValueError(f"unknown attention implementation {name!r}; available: {available()}") from None
-  extra = {"causal": causal} if name in _TAKES_CAUSAL else {}
-  return fn(q_BLHD, k_BSKD, v_BSKD, q_segment_ids, q_order, kv_segment_ids, kv_order, scale=scale,
-            **extra)
+  impl = _IMPLEMENTATIONS[resolve(implementation)]
+  extra = {"causal": causal} if impl.takes_causal else {}
+  return impl.fn(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
+                 scale=scale, **extra)

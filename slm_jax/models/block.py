@@ -16,42 +16,43 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
-    d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    d, h, g, e = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     bias = cfg.qkv_bias  # Qwen2-style q/k/v biases
-    self.query = DenseGeneral((d,), (h, hd), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
-    self.key = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
-    self.value = DenseGeneral((d,), (k, hd), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
-    self.out = DenseGeneral((h, hd), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt,
+    self.query = DenseGeneral((d,), (h, e), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
+    self.key = DenseGeneral((d,), (g, e), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
+    self.value = DenseGeneral((d,), (g, e), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs, use_bias=bias)
+    self.out = DenseGeneral((h, e), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt,
                             std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
 
   def __call__(self, x_BLD, segment_ids_BL, positions_BL):
     cfg = self.cfg
-    q_BLHD = rotary(self.query(x_BLD), positions_BL, cfg.rope_theta)
-    k_BLKD = rotary(self.key(x_BLD), positions_BL, cfg.rope_theta)
-    v_BLKD = self.value(x_BLD)
-    q_BLHD = constrain(q_BLHD, ("batch", "length", "act_heads", None))
-    k_BLKD = constrain(k_BLKD, ("batch", "length", "act_kv_heads", None))
-    v_BLKD = constrain(v_BLKD, ("batch", "length", "act_kv_heads", None))
-    o_BLHD = dispatch.attention(q_BLHD, k_BLKD, v_BLKD, segment_ids_BL, positions_BL,
+    # Self-attention: keys are the same L positions as the queries (S = L).
+    q_BLHE = rotary(self.query(x_BLD), positions_BL, cfg.rope_theta)
+    k_BLGE = rotary(self.key(x_BLD), positions_BL, cfg.rope_theta)
+    v_BLGE = self.value(x_BLD)
+    q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
+    k_BLGE = constrain(k_BLGE, ("batch", "length", "act_kv_heads", None))
+    v_BLGE = constrain(v_BLGE, ("batch", "length", "act_kv_heads", None))
+    o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
                                 segment_ids_BL, positions_BL, implementation=cfg.attention_impl,
                                 causal=True)
-    o_BLHD = constrain(o_BLHD, ("batch", "length", "act_heads", None))
-    return self.out(o_BLHD)
+    o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
+    return self.out(o_BLHE)
 
 
 class SwiGLU(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
-    d, m = cfg.embed_dim, cfg.mlp_dim
-    self.gate = DenseGeneral((d,), (m,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
-    self.up = DenseGeneral((d,), (m,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
-    self.down = DenseGeneral((m,), (d,), ("mlp", "embed"), dtype=dt, param_dtype=pdt,
+    d, f = cfg.embed_dim, cfg.mlp_dim
+    self.gate = DenseGeneral((d,), (f,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.up = DenseGeneral((d,), (f,), ("embed", "mlp"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.down = DenseGeneral((f,), (d,), ("mlp", "embed"), dtype=dt, param_dtype=pdt,
                              std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
 
   def __call__(self, x_BLD):
-    h_BLM = jax.nn.silu(self.gate(x_BLD)) * self.up(x_BLD)
-    h_BLM = constrain(h_BLM, ("batch", "length", "act_mlp"))
-    return self.down(h_BLM)
+    h_BLF = jax.nn.silu(self.gate(x_BLD)) * self.up(x_BLD)
+    h_BLF = constrain(h_BLF, ("batch", "length", "act_mlp"))
+    return self.down(h_BLF)
 
 
 class DecoderBlock(nnx.Module):

@@ -6,9 +6,10 @@ import dataclasses
 import gin
 import jax.numpy as jnp
 
+from slm_jax.configuration import ConfigError
+from slm_jax.kernels import dispatch
+from slm_jax.models.remat import REMAT_POLICIES
 from slm_jax.unified_vocab import UnifiedVocab
-
-REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -18,7 +19,7 @@ def as_dtype(name_or_dtype):
     try:
       return _DTYPES[name_or_dtype]
     except KeyError:
-      raise ValueError(f"unknown dtype {name_or_dtype!r}; use one of {sorted(_DTYPES)}") from None
+      raise ConfigError(f"unknown dtype {name_or_dtype!r}; use one of {sorted(_DTYPES)}") from None
   return name_or_dtype
 
 
@@ -43,21 +44,23 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"              # compute dtype of activations and matmuls
   scan_layers: bool = True
-  remat_policy: str = "none"          # one of REMAT_POLICIES
+  remat_policy: str = "none"          # a name in models/remat.py's REMAT_POLICIES
   text_tower_layers: int = 0          # layers applied to text positions before the shared decoder
   speech_tower_layers: int = 0        # layers applied to speech positions before the shared decoder
   vocab_pad_multiple: int = 128
-  attention_impl: str | None = None   # None: kernels.dispatch.default_implementation()
+  attention_impl: str = "auto"        # a name in kernels/dispatch.py ("auto": chosen per backend)
   init_std: float = 0.02
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+      raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
-      raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+      raise ConfigError(f"head_dim={self.head_dim} must be even for rotary embeddings")
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+      raise ConfigError(f"remat_policy={self.remat_policy!r}; use one of {tuple(REMAT_POLICIES)}")
+    if self.attention_impl not in dispatch.names():
+      raise ConfigError(f"attention_impl={self.attention_impl!r}; use one of {dispatch.names()}")
     as_dtype(self.param_dtype), as_dtype(self.dtype)
 
   @property

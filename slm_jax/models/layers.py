@@ -42,9 +42,9 @@ class DenseGeneral(nnx.Module):
     in_l, out_l = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
     x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
     if jax.default_backend() == "cpu" and x.ndim > n_in + 1:
-      # XLA:CPU runs a 2-D [N, in] @ [in, out] dot (and its gradients) about 2x faster than the
-      # same einsum with several leading dims (measured on the demo MLP); accelerators keep the
-      # einsum, whose leading dims stay separately shardable.
+      # XLA:CPU runs a 2-D [N, in] @ [in, out] dot (and its gradients) faster than the same
+      # einsum with several leading dims; accelerators keep the einsum, whose leading dims stay
+      # separately shardable.
       lead = x.shape[:x.ndim - n_in]
       y = jnp.einsum(f"n{in_l},{in_l}{out_l}->n{out_l}", x.reshape((-1,) + self.in_shape), kernel)
       y = y.reshape(lead + self.out_shape)
@@ -64,15 +64,16 @@ class RMSNorm(nnx.Module):
     return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype)
 
 
-def rotary(x_BLHD, positions_BL, theta: float):
+def rotary(x_BLHE, positions_BL, theta: float):
   """Rotary embeddings from per-token positions (so packed rows restart at 0 per document).
 
-  Uses the half-split (Llama / Hugging Face) layout: pairs are (i, i + D/2).
+  Uses the half-split (Llama / Hugging Face) layout: pairs are (i, i + E/2). The heads axis may
+  hold query heads (H) or kv heads (G).
   """
-  d = x_BLHD.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))     # [D/2]
-  angles_BLF = positions_BL.astype(jnp.float32)[..., None] * inv_freq          # [B, L, D/2]
-  sin, cos = jnp.sin(angles_BLF)[:, :, None, :], jnp.cos(angles_BLF)[:, :, None, :]
-  x1, x2 = jnp.split(x_BLHD.astype(jnp.float32), 2, axis=-1)
+  e = x_BLHE.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))     # [E/2]
+  angles = positions_BL.astype(jnp.float32)[..., None] * inv_freq              # [B, L, E/2]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x_BLHE.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BLHD.dtype)
+  return out.astype(x_BLHE.dtype)

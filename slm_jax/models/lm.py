@@ -12,7 +12,7 @@ from slm_jax.sharding import constrain
 
 
 class SpeechTextLM(nnx.Module):
-  """Decoder-only LM over the unified token stream (DESIGN.md).
+  """Decoder-only LM over the unified token stream (docs/architecture.md).
 
   `__call__` returns the final hidden states; `heads` turns them into logits (the loss does so in
   chunks, so full float32 logits for the batch are never materialized at once).

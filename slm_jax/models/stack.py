@@ -10,21 +10,7 @@ from flax import nnx
 
 from slm_jax.models.block import DecoderBlock
 from slm_jax.models.config import ModelConfig
-
-_POLICIES = {
-    "full": None,  # save nothing: recompute the whole block in the backward pass
-    "save_dots": jax.checkpoint_policies.checkpoint_dots,
-    "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-
-def remat(fn, policy: str):
-  """Wraps a per-layer function with the named rematerialization policy."""
-  if policy == "none":
-    return fn
-  if policy not in _POLICIES:
-    raise ValueError(f"unknown remat policy {policy!r}; use none or one of {sorted(_POLICIES)}")
-  return jax.checkpoint(fn, policy=_POLICIES[policy], prevent_cse=False)
+from slm_jax.models.remat import remat
 
 
 class BlockStack(nnx.Module):

@@ -1,4 +1,4 @@
-"""Embedding towers over the unified vocabulary (DESIGN.md).
+"""Embedding towers over the unified vocabulary (docs/architecture.md).
 
 * `TokenEmbedding`: one table over all unified ids (specials, text, speech channel 0).
 * `SpeechChannelEmbedding`: per-channel tables for speech channels 1..K-1, summed into the width.
@@ -47,13 +47,14 @@ class SpeechChannelEmbedding(nnx.Module):
     self.table = param(rngs, (self.total, cfg.embed_dim), ("codebook", "embed"),
                        cfg.jnp_param_dtype, std=cfg.init_std)
 
-  def __call__(self, codes_BLC):
-    flat_BLC = codes_BLC + jnp.asarray(self.offsets, jnp.int32)
-    table = self.table[...].astype(self.dtype)
-    if codes_BLC.shape[-1] >= _MULTIHOT_MIN_CHANNELS:
-      multihot_BLT = (flat_BLC[..., None] == jnp.arange(self.total)).sum(-2).astype(self.dtype)
-      return multihot_BLT @ table
-    return jnp.take(table, flat_BLC, axis=0).sum(-2)
+  def __call__(self, codes_BLK):
+    """codes [B, L, K-1] (channels 1..K-1) -> the sum of their embeddings [B, L, D]."""
+    flat_BLK = codes_BLK + jnp.asarray(self.offsets, jnp.int32)
+    table_ND = self.table[...].astype(self.dtype)          # N = all extra channels' codes
+    if codes_BLK.shape[-1] >= _MULTIHOT_MIN_CHANNELS:
+      multihot_BLN = (flat_BLK[..., None] == jnp.arange(self.total)).sum(-2).astype(self.dtype)
+      return multihot_BLN @ table_ND
+    return jnp.take(table_ND, flat_BLK, axis=0).sum(-2)
 
 
 class ModalityTowers(nnx.Module):
@@ -66,15 +67,15 @@ class ModalityTowers(nnx.Module):
     self.text_layers = BlockStack(cfg, cfg.text_tower_layers, rngs=rngs)
     self.speech_layers = BlockStack(cfg, cfg.speech_tower_layers, rngs=rngs)
 
-  def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLC=None):
+  def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLK=None):
     vocab = self.cfg.vocab
     is_speech_BL = vocab.is_speech(tokens_BL)
     x_BLD = self.embed(tokens_BL)
     if self.speech_channels is not None:
-      if speech_codes_BLC is None:
+      if speech_codes_BLK is None:
         raise ValueError(f"this model has K={vocab.num_channels} speech channels: the batch needs "
                          f"speech_codes [B, L, {vocab.num_channels - 1}]")
-      extra_BLD = self.speech_channels(speech_codes_BLC)
+      extra_BLD = self.speech_channels(speech_codes_BLK)
       x_BLD = x_BLD + jnp.where(is_speech_BL[..., None], extra_BLD, 0)
     x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
     if self.text_layers.num_layers or self.speech_layers.num_layers:

@@ -28,18 +28,18 @@ def model_flops_per_token(cfg: ModelConfig, seq_len: int) -> tuple[float, str]:
 
   6 x (matmul parameters of the blocks) + 6 x D x V_padded (unified head; the input embedding is a
   gather, not a matmul) + 6 x D x (K-1) x C_max (channel heads) + causal attention: QK^T and PV
-  over the L/2 keys a query sees on average, 2 x 2 x H x hd x L/2 forward, x3 with the backward.
+  over the L/2 keys a query sees on average, 2 x 2 x H x E x L/2 forward, x3 with the backward.
   Norm scales and rotary embeddings are not counted.
   """
-  d, h, k, hd, m = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+  d, h, g, e, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   layers = cfg.num_layers + cfg.text_tower_layers + cfg.speech_tower_layers
-  block_matmul_params = layers * (d * (h + 2 * k) * hd + h * hd * d + 3 * d * m)
+  block_matmul_params = layers * (d * (h + 2 * g) * e + h * e * d + 3 * d * f)
   extra = cfg.vocab.extra_codebook_sizes
   head_params = d * cfg.padded_vocab_size + (d * len(extra) * max(extra) if extra else 0)
-  attention = 6 * layers * h * hd * seq_len
+  attention = 6 * layers * h * e * seq_len
   total = 6 * block_matmul_params + 6 * head_params + attention
   formula = (f"6 x blocks {block_matmul_params / 1e6:.2f}M + 6 x heads {head_params / 1e6:.2f}M + "
-             f"causal attention 6 x {layers} layers x {h} x {hd} x L {seq_len} "
+             f"causal attention 6 x {layers} layers x {h} x {e} x L {seq_len} "
              f"= {total / 1e6:.1f} MFLOP/token")
   return float(total), formula
 

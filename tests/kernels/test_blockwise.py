@@ -23,18 +23,19 @@ def packed_rows(rng, b, l, ragged=True):
   return jnp.asarray(seg), jnp.asarray(pos)
 
 
-def inputs(seed, b=2, l=32, h=4, k=2, d=8):
+def inputs(seed, b=2, l=32, h=4, g=2, e=8):
+  """q [B, L, H, E], k and v [B, L, G, E] (self-attention: S = L), segment ids and positions."""
   rng = np.random.default_rng(seed)
-  q = jnp.asarray(rng.normal(size=(b, l, h, d)), jnp.float32)
-  kk = jnp.asarray(rng.normal(size=(b, l, k, d)), jnp.float32)
-  v = jnp.asarray(rng.normal(size=(b, l, k, d)), jnp.float32)
+  q = jnp.asarray(rng.normal(size=(b, l, h, e)), jnp.float32)
+  kk = jnp.asarray(rng.normal(size=(b, l, g, e)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(b, l, g, e)), jnp.float32)
   seg, pos = packed_rows(rng, b, l)
   return q, kk, v, seg, pos
 
 
-@pytest.mark.parametrize("seed,h,k,block", [(0, 4, 2, 8), (1, 4, 4, 16), (2, 6, 1, 8)])
-def test_forward_matches_reference(seed, h, k, block):
-  q, kk, v, seg, pos = inputs(seed, h=h, k=k)
+@pytest.mark.parametrize("seed,h,g,block", [(0, 4, 2, 8), (1, 4, 4, 16), (2, 6, 1, 8)])
+def test_forward_matches_reference(seed, h, g, block):
+  q, kk, v, seg, pos = inputs(seed, h=h, g=g)
   want = reference.attention(q, kk, v, seg, pos, seg, pos)
   got = blockwise.attention(q, kk, v, seg, pos, seg, pos, causal=True, block_size=block)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -86,7 +87,9 @@ def test_dispatch_passes_causal_only_to_implementations_that_take_it():
   for name in ("xla", "xla_blockwise"):
     got = dispatch.attention(q, kk, v, seg, pos, seg, pos, implementation=name, causal=True)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-  assert dispatch.default_implementation() == "xla_blockwise"   # on CPU
+  assert dispatch.resolve("auto") == "xla_blockwise"   # on CPU
+  got = dispatch.attention(q, kk, v, seg, pos, seg, pos, causal=True)     # implementation="auto"
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   with pytest.raises(ValueError, match="unknown attention implementation"):
     dispatch.attention(q, kk, v, seg, pos, seg, pos, implementation="nope")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from model_testing import copy_params, flat, logits, loss_and_grads, make, random_batch, tiny, tiny_towers
-from slm_jax.models.config import REMAT_POLICIES
+from slm_jax.models.remat import REMAT_POLICIES
 
 
 @pytest.fixture(scope="module")
