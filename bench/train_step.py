@@ -29,14 +29,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from slm_jax import configuration  # noqa: E402
+from slm_jax.kernels import dispatch  # noqa: E402
 from slm_jax.models import build as build_lib  # noqa: E402
 from slm_jax.models import loss as loss_lib  # noqa: E402
 from slm_jax.train import metrics as metrics_lib  # noqa: E402
-
-try:  # the real train step; imported before gin locks its config
-  from slm_jax.train.loop import TrainRun  # noqa: E402
-except ImportError:
-  TrainRun = None
+from slm_jax.train.loop import TrainRun  # noqa: E402
 
 
 # -- machine and peak -----------------------------------------------------------------------------
@@ -100,10 +97,10 @@ def minimal_step(cfg, learning_rate: float = 1e-4):
   graphdef, params = nnx.split(model, nnx.Param)
   tx = optax.adamw(learning_rate, weight_decay=0.01)
   opt_state = tx.init(params)
-  options = loss_lib.loss_options()
+  options = loss_lib.LossOptions()
 
   def loss_fn(p, batch):
-    return loss_lib.lm_loss(nnx.merge(graphdef, p), batch, **options)
+    return loss_lib.lm_loss(nnx.merge(graphdef, p), batch, options)
 
   def step(state, batch):
     p, o = state
@@ -116,17 +113,14 @@ def minimal_step(cfg, learning_rate: float = 1e-4):
 
 def project_step(cfg):
   """(state, step) of the real train step (slm_jax.train: TrainRun, clipped AdamW, NaN guard)."""
-  if TrainRun is None:
-    return None
   run = TrainRun(cfg)
   return run.init_state(), run.train_step
 
 
 def bench_jax(cfg, batch: int, seq: int, steps: int, repeats: int, minimal: bool = False):
-  made = None if minimal else project_step(cfg)
-  which = ("slm_jax.train TrainRun.train_step" if made is not None
-           else "minimal step (nnx.split, lm_loss, optax.adamw)")
-  state, step = made if made is not None else minimal_step(cfg)
+  which = ("minimal step (nnx.split, lm_loss, optax.adamw)" if minimal
+           else "slm_jax.train TrainRun.train_step")
+  state, step = minimal_step(cfg) if minimal else project_step(cfg)
   data = make_batch(cfg, batch, seq)
   t0 = time.perf_counter()
   state, out = step(state, data)
@@ -226,7 +220,8 @@ def main(argv=None):
         f"layers {cfg.num_layers}, D {cfg.embed_dim}, heads {cfg.num_heads}/{cfg.num_kv_heads}x"
         f"{cfg.head_dim}, MLP {cfg.mlp_dim}, vocab {cfg.vocab.size} padded to {cfg.padded_vocab_size}, "
         f"{cfg.dtype}, scan={cfg.scan_layers}, remat={cfg.remat_policy}, "
-        f"attention={cfg.attention_impl or 'dispatch default'}; batch {args.batch} x {args.seq}")
+        f"attention={cfg.attention_impl} ({dispatch.resolve(cfg.attention_impl)}); "
+        f"batch {args.batch} x {args.seq}")
   flops_tok, formula = metrics_lib.model_flops_per_token(cfg, args.seq)
   print(f"model FLOPs: {formula}")
   peak = matmul_peak() * 1e9

@@ -3,12 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from slm_jax import sharding
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.models.config import ModelConfig
-from slm_jax.train import state as state_lib
+from slm_jax.models import build
 
 
 def test_make_mesh_fills_and_orders_axes():
@@ -53,7 +54,7 @@ def test_non_dividing_axes_are_replicated():
 def test_state_shardings_shard_parameters_by_their_logical_axes():
   cfg = ModelConfig(vocab=UnifiedVocab(text_size=64, speech_codebook_sizes=(32,)), num_layers=1,
                     embed_dim=32, head_dim=8, mlp_dim=64, vocab_pad_multiple=8)
-  _, abstract = state_lib.abstract_model(cfg)
+  _, abstract = nnx.split(build.build_abstract(cfg), nnx.Param)
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   sh = sharding.state_shardings(abstract, mesh).to_pure_dict()
   assert sh["decoder"]["blocks"]["mlp"]["up"]["kernel"].spec == P(None, "fsdp", "tensor")

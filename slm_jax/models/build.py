@@ -15,7 +15,7 @@ def build(cfg: ModelConfig, seed: int = 0) -> SpeechTextLM:
 
 def build_abstract(cfg: ModelConfig) -> SpeechTextLM:
   """The model with ShapeDtypeStruct leaves: shapes and shardings, no allocation (for 1b/7b)."""
-  return nnx.eval_shape(lambda: SpeechTextLM(cfg, rngs=nnx.Rngs(params=0)))
+  return nnx.eval_shape(lambda: build(cfg))
 
 
 def config_from_gin() -> ModelConfig:

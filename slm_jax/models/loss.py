@@ -1,10 +1,11 @@
-"""Weighted cross-entropy over the unified vocabulary and the extra speech channels.
+"""The forward pass and loss: `lm_loss(model, batch, options)`, used by the train and eval steps.
 
-The loss walks the sequence in strided chunks (scan + remat), keeping the batch axis whole, so
-float32 logits exist for one chunk at a time, never for the whole batch, and a sharded batch is
-never gathered. Every reported quantity is a weighted *sum* together
-with its weight, so microbatches, devices and hosts combine exactly; the scalar loss divides the
-sums by denominators that `loss_denominators` computes from the whole (global) batch.
+Weighted cross-entropy over the unified vocabulary and the extra speech channels. The loss walks
+the sequence in J strided chunks (scan + remat), keeping the batch axis whole, so float32 logits
+exist for one chunk at a time, never for the whole batch, and a sharded batch is never gathered.
+Every reported quantity is a weighted *sum* together with its weight, so microbatches, devices and
+hosts combine exactly; the scalar loss divides the sums by denominators that `loss_denominators`
+computes from the whole (global) batch.
 
   loss = CE_main / W + z_loss_weight * Z / W + channel_loss_weight * mean_k(CE_k / W_speech)
 
@@ -12,25 +13,37 @@ with W the sum of loss_weights and W_speech the sum over positions whose target 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import gin
 import jax
 import jax.numpy as jnp
 
+from slm_jax.configuration import ConfigError
 from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
 from slm_jax.models.lm import SpeechTextLM
 
 
 @gin.configurable
-def loss_options(z_loss_weight: float = 0.0, channel_loss_weight: float = 1.0,
-                 chunk_size: int = 1024, remat: bool = True) -> dict:
-  """Loss options bound from gin (`loss_options.z_loss_weight = 1e-4`, ...).
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+  """Loss options bound from gin (`LossOptions.z_loss_weight = 1e-4`, ...).
 
   chunk_size / remat trade memory for speed: with remat each chunk's logits are recomputed in the
   backward pass (float32 logits of one chunk live at a time); without it they are kept (faster
   for small vocabularies, memory chunk_size x V per chunk for every chunk).
   """
-  return dict(z_loss_weight=z_loss_weight, channel_loss_weight=channel_loss_weight,
-              chunk_size=chunk_size, remat=remat)
+  z_loss_weight: float = 0.0
+  channel_loss_weight: float = 1.0
+  chunk_size: int = 1024
+  remat: bool = True
+
+  def __post_init__(self):
+    if self.z_loss_weight < 0 or self.channel_loss_weight < 0:
+      raise ConfigError(f"LossOptions: loss weights must be >= 0, got z_loss_weight="
+                        f"{self.z_loss_weight}, channel_loss_weight={self.channel_loss_weight}")
+    if self.chunk_size < 1:
+      raise ConfigError(f"LossOptions.chunk_size={self.chunk_size} must be >= 1")
 
 
 def loss_denominators(batch, vocab) -> dict:
@@ -40,15 +53,15 @@ def loss_denominators(batch, vocab) -> dict:
   return {"weight": jnp.maximum(w.sum(), 1e-8), "speech_weight": jnp.maximum((w * speech).sum(), 1e-8)}
 
 
-def _strided_chunks(x_BL, n_chunks):
-  """[B, L, ...] -> [n_chunks, B, L / n_chunks, ...]; chunk i holds positions i, i + n_chunks, ...
+def _strided_chunks(x_BL, num_chunks):
+  """[B, L, ...] -> [J, B, L / J, ...] for J = num_chunks; chunk j holds positions j, j + J, ...
 
   The batch axis stays whole and each chunk takes an equal, strided share of the sequence, so a
   batch sharded over data/fsdp (or a sequence sharded over `sequence`) is chunked in place, with
   no gather: every device computes the head and loss of its own positions only.
   """
   b, l = x_BL.shape[:2]
-  x = x_BL.reshape((b, l // n_chunks, n_chunks) + x_BL.shape[2:])
+  x = x_BL.reshape((b, l // num_chunks, num_chunks) + x_BL.shape[2:])
   return jnp.moveaxis(x, 2, 0)
 
 
@@ -64,25 +77,25 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
               remat: bool = True) -> dict:
   """Weighted sums of per-position losses, bucketed by target modality and speech channel."""
   cfg = model.cfg
-  b, l, d = hidden_BLD.shape
-  n_chunks = _num_chunks(b, l, chunk_size)
+  b, l, _ = hidden_BLD.shape
+  num_chunks = _num_chunks(b, l, chunk_size)
   k_extra = cfg.num_channels - 1
 
-  # Each chunk: [B, L/n_chunks, ...]; heads and reductions below work on any leading axes.
+  # xs: [J, B, L/J, ...]; in `chunk_sums` below, L is one chunk's L/J positions of each row.
   xs = {
-      "h": _strided_chunks(hidden_BLD, n_chunks),
-      "t": _strided_chunks(batch["targets"], n_chunks),
-      "w": _strided_chunks(batch["loss_weights"].astype(jnp.float32), n_chunks),
+      "h": _strided_chunks(hidden_BLD, num_chunks),
+      "t": _strided_chunks(batch["targets"], num_chunks),
+      "w": _strided_chunks(batch["loss_weights"].astype(jnp.float32), num_chunks),
   }
   if k_extra:
-    xs["tc"] = _strided_chunks(batch["target_speech_codes"], n_chunks)
+    xs["tc"] = _strided_chunks(batch["target_speech_codes"], num_chunks)
 
   heads = model.heads
 
   def chunk_sums(c):
-    logits_BCV = heads.logits(c["h"])
-    lse = jax.nn.logsumexp(logits_BCV, axis=-1)
-    target_logit = jnp.take_along_axis(logits_BCV, c["t"][..., None], axis=-1)[..., 0]
+    logits_BLV = heads.logits(c["h"])
+    lse = jax.nn.logsumexp(logits_BLV, axis=-1)
+    target_logit = jnp.take_along_axis(logits_BLV, c["t"][..., None], axis=-1)[..., 0]
     ce, w = lse - target_logit, c["w"]
     modality = cfg.vocab.modality(c["t"])
     text_w, speech_w = w * (modality == MODALITY_TEXT), w * (modality == MODALITY_SPEECH)
@@ -90,12 +103,12 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
         "ce": (ce * w).sum(), "z": (jnp.square(lse) * w).sum(), "weight": w.sum(),
         "text_ce": (ce * text_w).sum(), "text_weight": text_w.sum(),
         "speech_ce": (ce * speech_w).sum(), "speech_weight": speech_w.sum(),
-        "correct": ((jnp.argmax(logits_BCV, -1) == c["t"]) * w).sum(),
+        "correct": ((jnp.argmax(logits_BLV, -1) == c["t"]) * w).sum(),
     }
     if k_extra:
-      ch_logits_BCKV = heads.channel_logits(c["h"])
-      ch_lse = jax.nn.logsumexp(ch_logits_BCKV, axis=-1)
-      ch_target = jnp.take_along_axis(ch_logits_BCKV, c["tc"][..., None], axis=-1)[..., 0]
+      ch_logits_BLKC = heads.channel_logits(c["h"])                 # K-1 channels
+      ch_lse = jax.nn.logsumexp(ch_logits_BLKC, axis=-1)
+      ch_target = jnp.take_along_axis(ch_logits_BLKC, c["tc"][..., None], axis=-1)[..., 0]
       out["channel_ce"] = ((ch_lse - ch_target) * speech_w[..., None]).sum((0, 1))   # [K-1]
     return out
 
@@ -142,11 +155,16 @@ def metrics_from_sums(sums: dict) -> dict:
   return out
 
 
-def lm_loss(model: SpeechTextLM, batch, denominators: dict | None = None, *, z_loss_weight=0.0,
-            channel_loss_weight=1.0, chunk_size=1024, remat=True):
-  """(loss, sums) for a batch; denominators default to this batch's own."""
-  hidden = model(batch["tokens"], batch["segment_ids"], batch["positions"], batch.get("speech_codes"))
-  sums = loss_sums(model, hidden, batch, chunk_size=chunk_size, remat=remat)
-  denominators = denominators if denominators is not None else loss_denominators(batch, model.cfg.vocab)
-  return combine(sums, denominators, z_loss_weight=z_loss_weight,
-                 channel_loss_weight=channel_loss_weight), sums
+def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict | None = None):
+  """The forward pass and loss of a batch -> (scalar loss, weighted sums for metrics).
+
+  The train step differentiates it (per microbatch, with the whole batch's `denominators`); the
+  eval step adds up its sums over batches. `denominators` default to this batch's own.
+  """
+  hidden_BLD = model(batch["tokens"], batch["segment_ids"], batch["positions"],
+                     batch.get("speech_codes"))
+  sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat)
+  if denominators is None:
+    denominators = loss_denominators(batch, model.cfg.vocab)
+  return combine(sums, denominators, z_loss_weight=options.z_loss_weight,
+                 channel_loss_weight=options.channel_loss_weight), sums

@@ -12,6 +12,7 @@ only finalized steps, so a run killed mid-save resumes from the previous complet
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,20 +22,39 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from slm_jax.configuration import ConfigError
+from slm_jax.errors import SlmError
+from slm_jax.train.param_paths import param_path
 from slm_jax.unified_vocab import UnifiedVocab
-from slm_jax.train.optimizer import param_path
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(SlmError, ValueError):
   """The checkpoint was written for another model or optimizer configuration."""
 
 
 @gin.configurable
-def checkpoint_options(save_every: int = 1000, keep_last: int = 3, keep_every: int | None = None,
-                       async_save: bool = True) -> dict:
-  """Checkpoint policy: save every N steps, keep the last k and every m-th step forever."""
-  return dict(save_every=save_every, keep_last=keep_last, keep_every=keep_every,
-              async_save=async_save)
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+  """Checkpoint policy bound from gin (`CheckpointOptions.save_every = 500`, ...).
+
+  Attributes:
+    save_every: save every N steps (0: only at the end of the run).
+    keep_last: keep the last k checkpoints (None: keep all).
+    keep_every: also keep every m-th step forever (None: none).
+    async_save: write checkpoints in the background while training continues.
+  """
+  save_every: int = 1000
+  keep_last: int | None = 3
+  keep_every: int | None = None
+  async_save: bool = True
+
+  def __post_init__(self):
+    if self.save_every < 0:
+      raise ConfigError(f"CheckpointOptions.save_every={self.save_every} must be >= 0")
+    if self.keep_last is not None and self.keep_last < 1:
+      raise ConfigError(f"CheckpointOptions.keep_last={self.keep_last} must be >= 1 or None")
+    if self.keep_every is not None and self.keep_every < 1:
+      raise ConfigError(f"CheckpointOptions.keep_every={self.keep_every} must be >= 1 or None")
 
 
 def _gather_json(obj) -> list:
@@ -63,15 +83,16 @@ def _handler_registry():
 class Checkpointer:
   """CheckpointManager for TrainState + data-iterator state + operative config + vocab."""
 
-  def __init__(self, directory: str, options: dict | None = None):
-    o = options if options is not None else checkpoint_options()
+  def __init__(self, directory: str, options: CheckpointOptions | None = None):
+    """`options` default to the gin-bound CheckpointOptions()."""
+    o = options if options is not None else CheckpointOptions()
     self.directory = os.path.abspath(directory)
-    self.save_every = o["save_every"]
+    self.save_every = o.save_every
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=o["keep_last"], keep_period=o["keep_every"],
-            enable_async_checkpointing=o["async_save"], cleanup_tmp_directories=True,
+            max_to_keep=o.keep_last, keep_period=o.keep_every,
+            enable_async_checkpointing=o.async_save, cleanup_tmp_directories=True,
             create=True),
         handler_registry=_handler_registry())
 
@@ -97,9 +118,6 @@ class Checkpointer:
     if saved:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
     return saved
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -13,8 +13,10 @@ from typing import Callable, Sequence
 import gin
 import jax
 import numpy as np
+from flax import nnx
 
 from slm_jax import configuration, sharding
+from slm_jax.errors import SlmError
 from slm_jax.models import build
 from slm_jax.models import loss as loss_lib
 from slm_jax.train import checkpoint as ckpt_lib
@@ -23,10 +25,10 @@ from slm_jax.train import metrics as metrics_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import state as state_lib
 from slm_jax.train import step as step_lib
-from slm_jax.train.synthetic import SyntheticTask
+from slm_jax.data.synthetic import SyntheticTask
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(SlmError, RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
 
 
@@ -37,26 +39,28 @@ class TrainRun:
   """
 
   def __init__(self, cfg, *, mesh=None, rules=None, seed: int = 0, num_microbatches: int = 1,
-               schedule=None, optimizer_options: dict | None = None):
+               schedule=None, optimizer_options: opt_lib.OptimizerOptions | None = None,
+               loss_options: loss_lib.LossOptions | None = None):
+    """Options left None are the gin-bound ones (schedule, OptimizerOptions, LossOptions)."""
     self.cfg, self.seed = cfg, seed
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
     self.rules = rules if rules is not None else sharding.logical_axis_rules()
-    self.graphdef, abstract_nnx = state_lib.abstract_model(cfg)
+    self.graphdef, abstract_nnx = nnx.split(build.build_abstract(cfg), nnx.Param)
     abstract_params = abstract_nnx.to_pure_dict()
     self.schedule = schedule if schedule is not None else opt_lib.learning_rate_schedule()
-    opts = optimizer_options if optimizer_options is not None else opt_lib.optimizer_options()
+    opts = optimizer_options if optimizer_options is not None else opt_lib.OptimizerOptions()
     self.optimizer = opt_lib.make_optimizer(abstract_params, self.schedule, opts)
-    self.trainable = opt_lib.trainable_mask(abstract_params, opts["freeze_patterns"])
+    self.trainable = opt_lib.trainable_mask(abstract_params, opts.freeze_patterns)
     self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
     self.abstract_state = jax.eval_shape(
         lambda: state_lib.init_state(cfg, self.optimizer, seed))
     self.param_shardings = state_lib.param_shardings(abstract_nnx, self.mesh, self.rules)
     self.state_shardings = state_lib.state_shardings(
         self.abstract_state, self.param_shardings, self.mesh)
-    self.loss_options = loss_lib.loss_options()
+    self.loss_options = loss_options if loss_options is not None else loss_lib.LossOptions()
     self._step_fn = step_lib.make_train_step(
         self.graphdef, self.optimizer, self.schedule, self.trainable, vocab=cfg.vocab,
-        num_microbatches=num_microbatches, loss_options=self.loss_options)
+        loss_options=self.loss_options, num_microbatches=num_microbatches)
     self._jit_step = None
     self._jit_eval = None
 
@@ -191,7 +195,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
             f"steps in a row (skipped {int(scalars['skipped_steps'])} steps in total); these steps "
             "were not applied. Check the learning rate and warmup, the data at these steps (ids "
             "out of range, all-zero loss_weights), the compute dtype (try float32) and "
-            "optimizer_options.clip_norm; the last checkpoint holds the last good state.")
+            "OptimizerOptions.clip_norm; the last checkpoint holds the last good state.")
       if eval_every and (step + 1) % eval_every == 0:
         eval_iter = make(eval_iter_factory, "eval")
         result = _evaluate(run, state.params, eval_iter, eval_batches, batch_size)

@@ -15,8 +15,9 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from slm_jax import sharding
+from slm_jax.models import build
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.lm import SpeechTextLM
+from slm_jax.train.param_paths import path_keys
 
 
 @struct.dataclass
@@ -34,23 +35,9 @@ class TrainState:
     return self.step - self.skipped
 
 
-def split_model(model: SpeechTextLM):
-  """(graphdef, params-dict, abstract nnx.State with logical-axis metadata)."""
-  graphdef, state = nnx.split(model, nnx.Param)
-  return graphdef, state.to_pure_dict(), state
-
-
-def abstract_model(cfg: ModelConfig):
-  """(graphdef, abstract nnx.State) without allocating parameters."""
-  model = nnx.eval_shape(lambda: SpeechTextLM(cfg, rngs=nnx.Rngs(params=0)))
-  graphdef, state = nnx.split(model, nnx.Param)
-  return graphdef, state
-
-
 def init_state(cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   """A fresh TrainState (call under jit with out_shardings to create it sharded)."""
-  model = SpeechTextLM(cfg, rngs=nnx.Rngs(params=seed))
-  _, params, _ = split_model(model)
+  params = nnx.state(build.build(cfg, seed), nnx.Param).to_pure_dict()
   zero = jnp.zeros((), jnp.int32)
   return TrainState(params=params, opt_state=optimizer.init(params), step=zero,
                     rng=jax.random.PRNGKey(seed + 1), skipped=zero, skipped_in_row=zero)
@@ -68,12 +55,11 @@ def state_shardings(abstract_train_state: TrainState, params_sh, mesh: Mesh) -> 
   (e.g. `.../mu/decoder/.../kernel`); other leaves (step counts) are replicated.
   """
   replicated = NamedSharding(mesh, P())
-  by_path = {tuple(_key(k) for k in path): sh for path, sh in
-             jax.tree_util.tree_flatten_with_path(params_sh)[0]}
+  by_path = {path_keys(path): sh for path, sh in jax.tree_util.tree_flatten_with_path(params_sh)[0]}
   depth = max(len(k) for k in by_path)
 
   def one(path, leaf):
-    keys = tuple(_key(k) for k in path)
+    keys = path_keys(path)
     for n in range(min(depth, len(keys)), 0, -1):
       sh = by_path.get(keys[-n:])
       if sh is not None and getattr(leaf, "ndim", 0) > 0:
@@ -83,7 +69,3 @@ def state_shardings(abstract_train_state: TrainState, params_sh, mesh: Mesh) -> 
   opt_sh = jax.tree_util.tree_map_with_path(one, abstract_train_state.opt_state)
   return TrainState(params=params_sh, opt_state=opt_sh, step=replicated, rng=replicated,
                     skipped=replicated, skipped_in_row=replicated)
-
-
-def _key(k):
-  return getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))

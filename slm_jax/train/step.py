@@ -7,7 +7,6 @@ are not finite leaves params and optimizer state untouched and is counted (NaN/I
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -34,31 +33,17 @@ def _split_microbatches(batch: dict, n: int) -> dict:
   return {k: one(v) for k, v in batch.items()}
 
 
-def _tree_all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    trainable, *, vocab, num_microbatches: int = 1,
-                    loss_options: dict | None = None) -> Callable:
-  """Returns `step(state, batch) -> (state, metrics)` (not yet jitted; see `jit_train_step`).
+                    trainable, *, vocab, loss_options: loss_lib.LossOptions,
+                    num_microbatches: int = 1) -> Callable:
+  """Returns `step(state, batch) -> (state, metrics)` (not yet jitted; see `jit_on_mesh`).
 
   Args:
     trainable: params-shaped bool tree (optimizer.trainable_mask); frozen leaves are copied
       through unchanged (bit-identical).
   """
-  opts = loss_options if loss_options is not None else loss_lib.loss_options()
-  combine = functools.partial(loss_lib.combine, z_loss_weight=opts["z_loss_weight"],
-                              channel_loss_weight=opts["channel_loss_weight"])
-
   def loss_fn(params, micro, denominators):
-    model = nnx.merge(graphdef, params)
-    hidden = model(micro["tokens"], micro["segment_ids"], micro["positions"],
-                   micro.get("speech_codes"))
-    sums = loss_lib.loss_sums(model, hidden, micro, chunk_size=opts["chunk_size"],
-                              remat=opts.get("remat", True))
-    return combine(sums, denominators), sums
+    return loss_lib.lm_loss(nnx.merge(graphdef, params), micro, loss_options, denominators)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -95,7 +80,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
         step=state.step + 1, rng=jax.random.split(state.rng)[0],
         skipped=state.skipped + skipped,
         skipped_in_row=jnp.where(finite, 0, state.skipped_in_row + 1))
-    metrics = {k: v for k, v in loss_lib.metrics_from_sums(sums).items()}
+    metrics = loss_lib.metrics_from_sums(sums)
     metrics.update({
         "loss": loss, "grad_norm": grad_norm,
         "learning_rate": schedule(state.applied_steps),
@@ -107,16 +92,10 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   return step
 
 
-def make_eval_step(graphdef, *, loss_options: dict | None = None) -> Callable:
+def make_eval_step(graphdef, *, loss_options: loss_lib.LossOptions) -> Callable:
   """Returns `eval_step(params, batch) -> sums` (weighted sums; add them up over batches)."""
-  opts = loss_options if loss_options is not None else loss_lib.loss_options()
-
   def eval_step(params, batch):
-    model = nnx.merge(graphdef, params)
-    hidden = model(batch["tokens"], batch["segment_ids"], batch["positions"],
-                   batch.get("speech_codes"))
-    return loss_lib.loss_sums(model, hidden, batch, chunk_size=opts["chunk_size"],
-                              remat=opts.get("remat", True))
+    return loss_lib.lm_loss(nnx.merge(graphdef, params), batch, loss_options)[1]
 
   return eval_step
 

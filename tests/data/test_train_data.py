@@ -126,7 +126,7 @@ def test_train_loop_resumes_on_exactly_the_same_data(cache_root, tmp_path):
       "train.data_factory = @cached_task_data", f"cached_task_data.cache_root = '{cache_root}'",
       "make_mesh.ici_shape = {'data': 2, 'fsdp': -1}", "TOTAL_STEPS = 6", "BATCH_SIZE = 8",
       f"SEQ_LEN = {L}", "train.eval_every = 3", "train.eval_batches = 2",
-      "checkpoint_options.save_every = 2", "learning_rate_schedule.warmup_steps = 2"]
+      "CheckpointOptions.save_every = 2", "learning_rate_schedule.warmup_steps = 2"]
 
   def run(workdir, **kw):
     gin.clear_config()

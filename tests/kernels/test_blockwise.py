@@ -110,7 +110,8 @@ def test_model_loss_same_with_blockwise_and_reference_attention():
   results = []
   for impl in ("xla", "xla_blockwise"):
     graphdef, params = nnx.split(build.build(cfg.replace(attention_impl=impl)), nnx.Param)
-    fn = lambda p: loss.lm_loss(nnx.merge(graphdef, p), batch, chunk_size=128, remat=False)[0]
+    options = loss.LossOptions(chunk_size=128, remat=False)
+    fn = lambda p: loss.lm_loss(nnx.merge(graphdef, p), batch, options)[0]
     results.append(jax.value_and_grad(fn)(params))
   (l0, g0), (l1, g1) = results
   np.testing.assert_allclose(l1, l0, rtol=1e-5)

@@ -13,7 +13,7 @@ from flax import nnx
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.loss import lm_loss
+from slm_jax.models.loss import LossOptions, lm_loss
 
 B, L = 2, 16
 
@@ -75,16 +75,16 @@ def logits(model, batch):
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_loss_and_grad(graphdef, kw):
+def _jitted_loss_and_grad(graphdef, options):
   def loss_fn(state, batch):
-    return lm_loss(nnx.merge(graphdef, state), batch, **dict(kw))
+    return lm_loss(nnx.merge(graphdef, state), batch, options)
   return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 
 
 def loss_and_grads(model, batch, **loss_kw):
-  """((loss, sums), grads as an nnx.State), jitted."""
+  """((loss, sums), grads as an nnx.State), jitted; `loss_kw` are LossOptions fields."""
   graphdef, state = nnx.split(model)
-  return _jitted_loss_and_grad(graphdef, tuple(sorted(loss_kw.items())))(state, batch)
+  return _jitted_loss_and_grad(graphdef, LossOptions(**loss_kw))(state, batch)
 
 
 def copy_params(src, dst) -> None:

@@ -83,7 +83,8 @@ def test_z_loss_and_channel_weight_in_combine(setup):
   expected = 0.5 * float(np.mean(sums["channel_ce"]) / den["speech_weight"])
   np.testing.assert_allclose(float(with_ch - base), expected, rtol=1e-4)
   # lm_loss wires the options through.
-  loss, _ = loss_lib.lm_loss(model, batch, z_loss_weight=1e-2, channel_loss_weight=0.0, chunk_size=5)
+  options = loss_lib.LossOptions(z_loss_weight=1e-2, channel_loss_weight=0.0, chunk_size=5)
+  loss, _ = loss_lib.lm_loss(model, batch, options)
   np.testing.assert_allclose(float(loss), float(with_z), rtol=1e-5)
 
 

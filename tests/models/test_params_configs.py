@@ -7,7 +7,7 @@ from flax import nnx
 from model_testing import make, random_batch, tiny
 from slm_jax import configuration
 from slm_jax.models import build as build_lib
-from slm_jax.models.loss import lm_loss
+from slm_jax.models.loss import LossOptions, lm_loss
 from slm_jax.sharding import DEFAULT_RULES
 
 
@@ -35,7 +35,7 @@ def test_every_parameter_has_logical_axes_from_the_rule_table():
 
 
 def _formula(v_text, speech, d, heads, kv, hd, mlp, layers, tied, pad):
-  """Parameter count of the architecture, from its definition (DESIGN.md + ModelConfig)."""
+  """Parameter count of the architecture, from its definition (docs/architecture.md + ModelConfig)."""
   vocab = 3 + 32 + v_text + speech[0]               # pad/eos/bos, 32 reserved, text, speech ch. 0
   vocab_padded = -(-vocab // pad) * pad
   attention = d * heads * hd + 2 * d * kv * hd + heads * hd * d
@@ -78,7 +78,7 @@ def test_jitted_step_is_a_pure_function_of_graphdef_and_state():
   def step(state, batch):
     traces.append(1)                      # runs only while tracing
     def loss_fn(s):
-      return lm_loss(nnx.merge(graphdef, s), batch)[0]
+      return lm_loss(nnx.merge(graphdef, s), batch, LossOptions())[0]
     loss, grads = jax.value_and_grad(loss_fn)(state)
     return loss, jax.tree.map(lambda p, g: p - 0.1 * g, state, grads)
 

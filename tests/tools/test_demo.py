@@ -6,7 +6,7 @@ import gin
 
 from slm_jax.tools import demo
 
-SMALL = ["TOTAL_STEPS = 4", "train.eval_every = 2", "checkpoint_options.save_every = 2",
+SMALL = ["TOTAL_STEPS = 4", "train.eval_every = 2", "CheckpointOptions.save_every = 2",
          "train.log_every = 1", "ModelConfig.num_layers = 1", "ModelConfig.embed_dim = 32",
          "ModelConfig.mlp_dim = 64", "ModelConfig.head_dim = 8", "SEQ_LEN = 32",
          "make_mesh.ici_shape = {'data': 1, 'fsdp': -1}"]

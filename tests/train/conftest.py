@@ -6,7 +6,7 @@ from slm_jax import sharding
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.models.config import ModelConfig
 from slm_jax.data import batch as data_lib
-from slm_jax.train import synthetic
+from slm_jax.data import synthetic
 
 BATCH, SEQ = 8, 32
 

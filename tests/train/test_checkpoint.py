@@ -21,7 +21,7 @@ def saved(tmp_path_factory):
   (batch,) = batches(cfg, run.mesh)
   state, _ = run.train_step(state, batch)
   directory = str(tmp_path_factory.mktemp("ckpt"))
-  ckpt = ckpt_lib.Checkpointer(directory, ckpt_lib.checkpoint_options(save_every=1, keep_last=2))
+  ckpt = ckpt_lib.Checkpointer(directory, ckpt_lib.CheckpointOptions(save_every=1, keep_last=2))
   ckpt.save(1, state, {"step": 1}, cfg.vocab)
   ckpt.close()
   return directory, jax.device_get(state)
@@ -79,7 +79,7 @@ def test_half_written_checkpoint_is_ignored(saved, tmp_path):
 def test_keep_last_and_keep_every(tmp_path):
   cfg = tiny_config()
   state = {"x": jnp.arange(3.0)}
-  ckpt = ckpt_lib.Checkpointer(str(tmp_path), ckpt_lib.checkpoint_options(
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path), ckpt_lib.CheckpointOptions(
       save_every=1, keep_last=2, keep_every=4, async_save=False))
   for step in range(1, 11):
     ckpt.save(step, state, {"step": step}, cfg.vocab)

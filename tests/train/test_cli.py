@@ -17,7 +17,7 @@ TINY = [
     "ModelConfig.head_dim=8", "ModelConfig.vocab_pad_multiple=8", "UnifiedVocab.text_size=64",
     "UnifiedVocab.speech_codebook_sizes=(32,)", "SyntheticTask.max_len=6", "TOTAL_STEPS=4",
     "BATCH_SIZE=8", "SEQ_LEN=32", "train.eval_every=2", "train.eval_batches=1",
-    "checkpoint_options.save_every=2", "learning_rate_schedule.warmup_steps=1",
+    "CheckpointOptions.save_every=2", "learning_rate_schedule.warmup_steps=1",
     "learning_rate_schedule.peak_learning_rate=1e-2",
 ]
 FILES = ["models/tiny.gin", "runs/pretrain.gin"]
@@ -40,7 +40,7 @@ def test_slm_train_end_to_end(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   gin_text = (tmp_path / "operative_config.gin").read_text()
   for binding in ("TOTAL_STEPS = 4", "train.total_steps = %TOTAL_STEPS", "ModelConfig.embed_dim = 32",
-                  "optimizer_options.weight_decay", "checkpoint_options.save_every = 2",
+                  "OptimizerOptions.weight_decay", "CheckpointOptions.save_every = 2",
                   "SyntheticTask.max_len = 6"):
     assert binding in gin_text, binding
   scalars = plot_metrics.read_scalars(str(tmp_path / "tensorboard"))
@@ -91,7 +91,7 @@ def test_kill_at_any_moment_then_rerun_continues_bitwise(tmp_path):
   """SIGKILL mid-run (checkpoints every step, so usually mid-save), rerun: same loss curve."""
   import signal
   import time
-  params = ["TOTAL_STEPS=10", "checkpoint_options.save_every=1", "train.eval_every=0"]
+  params = ["TOTAL_STEPS=10", "CheckpointOptions.save_every=1", "train.eval_every=0"]
   ref = _cli(tmp_path / "ref", params)
   out, _ = ref.communicate(timeout=600)
   assert ref.returncode == 0, out

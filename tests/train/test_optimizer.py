@@ -5,6 +5,7 @@ import optax
 import pytest
 
 from slm_jax.train import optimizer as opt
+from slm_jax.train.param_paths import param_path
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear", "constant"])
@@ -35,7 +36,7 @@ def _params():
 
 def test_weight_decay_mask_and_freeze():
   params = _params()
-  o = opt.optimizer_options(weight_decay=0.5, clip_norm=None, b1=0.0, b2=0.0,
+  o = opt.OptimizerOptions(weight_decay=0.5, clip_norm=None, b1=0.0, b2=0.0,
                             freeze_patterns=("^heads/",))
   tx = opt.make_optimizer(params, optax.constant_schedule(0.1), o)
   state = tx.init(params)
@@ -64,9 +65,9 @@ def test_weight_decay_mask_on_a_real_model():
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from model_testing import K8, make, tiny  # pylint: disable=import-outside-toplevel
   params = nnx.state(make(tiny(speech_codebook_sizes=K8)), nnx.Param)
-  patterns = opt.optimizer_options()["no_decay_patterns"]
+  patterns = opt.OptimizerOptions().no_decay_patterns
   no_decay = opt.path_mask(params, patterns)
-  decided = {opt.param_path(p): m for p, m in jax.tree_util.tree_flatten_with_path(no_decay)[0]}
+  decided = {param_path(p): m for p, m in jax.tree_util.tree_flatten_with_path(no_decay)[0]}
   assert decided["towers/speech_channels/table/value"]
   assert decided["heads/tied_embed/table/value"]
   assert decided["final_norm/scale/value"] and decided["decoder/blocks/attn_norm/scale/value"]

@@ -14,7 +14,7 @@ PARAMS = [
     "UnifiedVocab.text_size = 64", "UnifiedVocab.speech_codebook_sizes = (32,)",
     "SyntheticTask.max_len = 6", "make_mesh.ici_shape = {'data': 2, 'fsdp': -1}",
     "TOTAL_STEPS = 6", "BATCH_SIZE = 8", "SEQ_LEN = 32", "train.eval_every = 0",
-    "checkpoint_options.save_every = 2", "learning_rate_schedule.warmup_steps = 2",
+    "CheckpointOptions.save_every = 2", "learning_rate_schedule.warmup_steps = 2",
     "learning_rate_schedule.peak_learning_rate = 1e-2",
 ]
 
@@ -49,5 +49,5 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
 def test_nonfinite_run_stops_with_a_clear_message(tmp_path):
   with pytest.raises(loop.NonFiniteError, match=r"step 2: .*2 steps in a row.*learning rate"):
     _train(tmp_path, ["learning_rate_schedule.peak_learning_rate = 1e30",
-                      "learning_rate_schedule.warmup_steps = 0", "optimizer_options.clip_norm = None",
+                      "learning_rate_schedule.warmup_steps = 0", "OptimizerOptions.clip_norm = None",
                       "train.max_nonfinite_in_row = 2", "ModelConfig.init_std = 1e30"])

@@ -19,7 +19,7 @@ LR = optimizer.learning_rate_schedule(peak_learning_rate=1e-2, warmup_steps=0, d
 def _opts(**kw):
   # A large Adam eps keeps the first update a smooth function of the gradient, so float-rounding
   # differences between meshes stay float-rounding small in the parameters.
-  return optimizer.optimizer_options(eps=1e-3, **kw)
+  return optimizer.OptimizerOptions(eps=1e-3, **kw)
 
 
 def _one_step(cfg, mesh_shape, num_microbatches=1, opts=None, seed=0):
