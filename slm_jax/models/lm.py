@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from flax import nnx
 
+from slm_jax.models import kv_cache
 from slm_jax.models.config import ModelConfig
+from slm_jax.models.kv_cache import KVCache
 from slm_jax.models.heads import OutputHeads
 from slm_jax.models.layers import RMSNorm
 from slm_jax.models.stack import BlockStack
@@ -31,6 +33,18 @@ class SpeechTextLM(nnx.Module):
     x_BLD = self.towers(tokens, segment_ids, positions, speech_codes)
     x_BLD = self.decoder(x_BLD, segment_ids, positions)
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed"))
+
+  def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: KVCache):
+    """Generation: the L new positions (contiguous positions per row; a whole prompt or one
+    token) are written into `cache` at their positions and attend every cache slot.
+    Returns (final hidden states [B, L, D], updated cache)."""
+    cache = kv_cache.write_slots(cache, segment_ids, positions, self.cfg.vocab.is_speech(tokens))
+    x_BLD, cache = self.towers(tokens, segment_ids, positions, speech_codes, cache)
+    x_BLD, decoder_cache = self.decoder.forward_cached(
+        x_BLD, segment_ids, positions, cache.stacks["decoder"], cache.segment_ids_BS,
+        cache.order_BS)
+    cache = cache.replace(stacks={**cache.stacks, "decoder": decoder_cache})
+    return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed")), cache
 
   def logits(self, tokens, segment_ids, positions, speech_codes=None):
     """Full logits (for tests, evaluation and generation): ([B, L, V], [B, L, K-1, C] | None)."""

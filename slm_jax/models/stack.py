@@ -6,10 +6,12 @@ The unrolled path reads the very same stacked parameters, so the two are interch
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from slm_jax.models.block import DecoderBlock
 from slm_jax.models.config import ModelConfig
+from slm_jax.models.kv_cache import LayerView, StackCache
 from slm_jax.models.remat import remat
 
 
@@ -43,3 +45,29 @@ class BlockStack(nnx.Module):
     for i in range(self.num_layers):
       x_BLD = apply_layer(x_BLD, jax.tree.map(lambda a, i=i: a[i], stacked))
     return x_BLD
+
+  def forward_cached(self, x_BLD, segment_ids_BL, positions_BL, cache: StackCache,
+                     kv_segment_ids_BS, kv_order_BS) -> tuple[jax.Array, StackCache]:
+    """Generation: each layer writes its new keys into its slice of `cache` and attends the
+    cache slots, whose (segment, order) are `kv_segment_ids_BS` / `kv_order_BS`."""
+    if self.blocks is None:
+      return x_BLD, cache
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def apply_layer(x, layer):
+      layer_state, k_BSGE, v_BSGE = layer
+      view = LayerView(k_BSGE, v_BSGE, kv_segment_ids_BS, kv_order_BS)
+      x, view = nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, view)
+      return x, (view.k_BSGE, view.v_BSGE)
+
+    if self.cfg.scan_layers:
+      x_BLD, (k_YBSGE, v_YBSGE) = jax.lax.scan(apply_layer, x_BLD,
+                                               (stacked, cache.k_YBSGE, cache.v_YBSGE))
+      return x_BLD, StackCache(k_YBSGE, v_YBSGE)
+    ks, vs = [], []
+    for i in range(self.num_layers):
+      layer = jax.tree.map(lambda a, i=i: a[i], (stacked, cache.k_YBSGE, cache.v_YBSGE))
+      x_BLD, (k, v) = apply_layer(x_BLD, layer)
+      ks.append(k)
+      vs.append(v)
+    return x_BLD, StackCache(jnp.stack(ks), jnp.stack(vs))

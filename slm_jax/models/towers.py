@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from slm_jax.models.config import ModelConfig
+from slm_jax.models.kv_cache import KVCache
 from slm_jax.models.layers import param
 from slm_jax.models.stack import BlockStack
 from slm_jax.sharding import constrain
@@ -67,7 +68,10 @@ class ModalityTowers(nnx.Module):
     self.text_layers = BlockStack(cfg, cfg.text_tower_layers, rngs=rngs)
     self.speech_layers = BlockStack(cfg, cfg.speech_tower_layers, rngs=rngs)
 
-  def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLK=None):
+  def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLK=None,
+               cache: KVCache | None = None):
+    """-> x [B, L, D]; with `cache` (generation: slot metadata already written for these
+    positions) -> (x, cache with the towers' keys and values written)."""
     vocab = self.cfg.vocab
     is_speech_BL = vocab.is_speech(tokens_BL)
     x_BLD = self.embed(tokens_BL)
@@ -78,8 +82,22 @@ class ModalityTowers(nnx.Module):
       extra_BLD = self.speech_channels(speech_codes_BLK)
       x_BLD = x_BLD + jnp.where(is_speech_BL[..., None], extra_BLD, 0)
     x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
-    if self.text_layers.num_layers or self.speech_layers.num_layers:
-      text_x = self.text_layers(x_BLD, jnp.where(is_speech_BL, 0, segment_ids_BL), positions_BL)
-      speech_x = self.speech_layers(x_BLD, jnp.where(is_speech_BL, segment_ids_BL, 0), positions_BL)
-      x_BLD = jnp.where(is_speech_BL[..., None], speech_x, text_x)
-    return x_BLD
+    if not (self.text_layers.num_layers or self.speech_layers.num_layers):
+      return x_BLD if cache is None else (x_BLD, cache)
+    text_segments_BL = jnp.where(is_speech_BL, 0, segment_ids_BL)
+    speech_segments_BL = jnp.where(is_speech_BL, segment_ids_BL, 0)
+    if cache is None:
+      text_x = self.text_layers(x_BLD, text_segments_BL, positions_BL)
+      speech_x = self.speech_layers(x_BLD, speech_segments_BL, positions_BL)
+      return jnp.where(is_speech_BL[..., None], speech_x, text_x)
+    stacks = dict(cache.stacks)
+    text_x, speech_x = x_BLD, x_BLD
+    if self.text_layers.num_layers:   # each tower sees only the cache slots of its own modality
+      text_x, stacks["text_tower"] = self.text_layers.forward_cached(
+          x_BLD, text_segments_BL, positions_BL, cache.stacks["text_tower"],
+          jnp.where(cache.is_speech_BS, 0, cache.segment_ids_BS), cache.order_BS)
+    if self.speech_layers.num_layers:
+      speech_x, stacks["speech_tower"] = self.speech_layers.forward_cached(
+          x_BLD, speech_segments_BL, positions_BL, cache.stacks["speech_tower"],
+          jnp.where(cache.is_speech_BS, cache.segment_ids_BS, 0), cache.order_BS)
+    return jnp.where(is_speech_BL[..., None], speech_x, text_x), cache.replace(stacks=stacks)
