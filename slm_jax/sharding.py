@@ -17,7 +17,7 @@ import contextvars
 import dataclasses
 import logging
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import gin
 import jax
@@ -200,7 +200,3 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules | None = None):
 
   return jax.tree.map(to_sharding, abstract_state, specs,
                       is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def describe_rules(rules: Iterable[tuple[str, Any]]) -> str:
-  return "\n".join(f"  {k:>14} -> {v}" for k, v in rules)

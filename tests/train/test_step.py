@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from slm_jax.models import loss as loss_lib
 from slm_jax.train import loop, optimizer
 from conftest import batches, mesh_of, tiny_config
 
@@ -62,6 +63,20 @@ def test_grad_accumulation_equals_large_batch(reference):
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
   np.testing.assert_allclose(metrics["loss/text_ce"], ref_metrics["loss/text_ce"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), params, ref_params)
+
+
+def test_eval_step_and_train_step_compute_the_same_loss():
+  """Both steps call models/loss.lm_loss: on the same params and batch their metrics agree."""
+  cfg = tiny_config()
+  mesh = mesh_of(dict(data=1))
+  run = loop.TrainRun(cfg, mesh=mesh, schedule=LR, optimizer_options=_opts())
+  state = run.init_state()
+  (batch,) = batches(cfg, mesh, seed=3)
+  evaluated = loss_lib.metrics_from_sums(jax.device_get(run.eval_sums(state.params, batch)))
+  _, trained = run.train_step(state, batch)          # metrics of the params before the update
+  for key in ("loss/ce", "loss/text_ce", "loss/speech_ce", "accuracy", "tokens/weight"):
+    np.testing.assert_allclose(evaluated[key], trained[key], rtol=1e-6, err_msg=key)
+  np.testing.assert_allclose(trained["loss"], evaluated["loss/ce"], rtol=1e-6)  # no z-loss, K = 1
 
 
 def test_frozen_parameters_are_bit_identical():
