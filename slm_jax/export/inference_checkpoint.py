@@ -344,14 +344,13 @@ def export_inference_checkpoint(workdir: str, out: str, *, step: Optional[int] =
             for k, v in shapes.items()}
   params = _flatten(_restore_tree(state_path, {"params": _unflatten(target)})["params"])
 
-  stored, quantized = {}, []
-  for key, w in params.items():
-    reduce = quant.reduction_axes(key[-1], axes[key]) if quantize else None
-    if reduce is None:
-      stored[key] = jax.jit(lambda x: x.astype(as_dtype(dtype)), out_shardings=shardings[key])(w)
-    else:
-      stored[key] = jax.jit(lambda x, r=reduce: quant.quantize(x, r))(w)
-      quantized.append(_name(key))
+  reduce = {k: quant.reduction_axes(k[-1], axes[k]) for k in params} if quantize else {}
+  quantized = sorted(_name(k) for k, r in reduce.items() if r is not None)
+
+  def convert(tree):   # one compiled function for every parameter
+    return {k: (w.astype(as_dtype(dtype)) if reduce.get(k) is None else quant.quantize(w, reduce[k]))
+            for k, w in tree.items()}
+  stored = jax.jit(convert)(params)
   num_params = int(sum(np.prod(v.shape) for v in shapes.values()))
   num_bytes = int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(_unflatten(stored))))
 
@@ -470,13 +469,12 @@ def load_inference_checkpoint(directory: str, mesh: Optional[Mesh] = None, *, ru
       target[key] = jax.ShapeDtypeStruct(sds.shape, stored_dtype, sharding=shardings[key])
   _check_shapes(saved, target, f"inference checkpoint {directory}", InferenceCheckpointError)
   restored = _flatten(_restore_tree(params_path, {"params": _unflatten(target)})["params"])
-  params = {}
-  for key in shapes:
-    if _name(key) in quantized:
-      entry = {quant.QVALUE: restored[key + (quant.QVALUE,)], quant.SCALE: restored[key + (quant.SCALE,)]}
-      params[key] = jax.jit(lambda e: quant.dequantize(e, cfg.jnp_param_dtype),
-                            out_shardings=shardings[key])(entry)
-    else:
-      params[key] = restored[key]
+  entries = {k: {quant.QVALUE: restored[k + (quant.QVALUE,)], quant.SCALE: restored[k + (quant.SCALE,)]}
+             for k in shapes if _name(k) in quantized}
+  params = {k: restored[k] for k in shapes if k not in entries}
+  if entries:
+    params.update(jax.jit(
+        lambda tree: {k: quant.dequantize(e, cfg.jnp_param_dtype) for k, e in tree.items()},
+        out_shardings={k: shardings[k] for k in entries})(entries))
   state.replace_by_pure_dict(_unflatten(params))
   return nnx.merge(graphdef, state), saved_vocab, info
