@@ -57,6 +57,7 @@ setuptools.setup(
         "console_scripts": [
             "slm-train=slm_jax.tools.train:run",
             "slm-data=slm_jax.tools.data:run",
+            "slm-export=slm_jax.tools.export:run",
         ],
     },
 )

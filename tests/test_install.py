@@ -96,7 +96,8 @@ def test_wheel_installs_and_trains_from_any_directory(tmp_path):
                + [f"--gin_param={p}" for p in TINY], cwd)
   assert "done at step 2" in out, out
   assert os.path.exists(cwd / "run" / "checkpoints" / "2")
-  assert os.path.exists(os.path.join(os.path.dirname(python), "slm-data"))
+  for script in ("slm-data", "slm-export"):
+    assert os.path.exists(os.path.join(os.path.dirname(python), script)), script
 
 
 @pytest.mark.slow
