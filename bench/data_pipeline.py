@@ -27,8 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from slm_jax.data.pipeline import cache, grain_pipeline  # noqa: E402
-from slm_jax.data.pipeline.synthetic_examples import synthetic_examples  # noqa: E402
+from slm_jax.data import cache  # noqa: E402
+from slm_jax.data.pipeline import grain_pipeline  # noqa: E402
+from slm_jax.data.synthetic import synthetic_examples, synthetic_speechlike  # noqa: E402
 from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
 
 
@@ -71,12 +72,12 @@ def bench_grain(dirs, vocab, batch, seq, batches, repeats, prefetch):
 
 def bench_tfdata(vocab, batch, seq, batches, num, mean_len):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from slm_jax.data.pipeline import feature_converter  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.pipeline import seqio_pipeline  # pylint: disable=import-outside-toplevel
   exs = list(synthetic_examples(vocab, num, mean_len=mean_len, seed=0))
   ds = tf.data.Dataset.from_generator(lambda: iter(exs), output_signature={
       "tokens": tf.TensorSpec([None], tf.int32), "loss_mask": tf.TensorSpec([None], tf.float32)})
   ds = ds.cache().repeat().shuffle(1024, seed=0)
-  ds = feature_converter.pack_tf_dataset(ds, seq, 1).batch(batch, drop_remainder=True).prefetch(2)
+  ds = seqio_pipeline.pack_tf_dataset(ds, seq, 1).batch(batch, drop_remainder=True).prefetch(2)
   return time_batches(ds.as_numpy_iterator(), batches)
 
 
@@ -90,8 +91,31 @@ def train_tokens_per_s(batch, seq, steps, repeats):
   return batch * seq / statistics.median(times), which, compile_s
 
 
+def benchmark_realtime_factor(tokenizer, seconds: float = 60.0, utterance_seconds: float = 5.0,
+                              batch_size: int = 16, threads: int = 1, repeats: int = 3,
+                              seed: int = 0) -> float:
+  """Seconds of audio tokenized per second of wall time, using `threads` BLAS/FFT threads.
+
+  Encodes `seconds` of synthetic audio in utterances of `utterance_seconds`, `batch_size` at a
+  time (encode_batch), and returns the best of `repeats` runs: the real-time factor per core
+  when threads == 1.
+  """
+  import threadpoolctl  # pylint: disable=import-outside-toplevel
+  n = max(1, int(round(seconds / utterance_seconds)))
+  audios = [synthetic_speechlike(utterance_seconds, tokenizer.sample_rate, seed + i)
+            for i in range(n)]
+  best = np.inf
+  with threadpoolctl.threadpool_limits(threads):
+    tokenizer.encode_batch(audios[:1], tokenizer.sample_rate)  # warm caches
+    for _ in range(repeats):
+      start = time.perf_counter()
+      for s in range(0, n, batch_size):
+        tokenizer.encode_batch(audios[s:s + batch_size], tokenizer.sample_rate)
+      best = min(best, time.perf_counter() - start)
+  return n * utterance_seconds / best
+
+
 def tokenizer_speed(seconds: float):
-  from slm_jax.data.speech.benchmark import benchmark_realtime_factor  # pylint: disable=import-outside-toplevel
   from slm_jax.data.speech.dmel import DMelTokenizer  # pylint: disable=import-outside-toplevel
   from slm_jax.data.speech.kmeans import KMeansTokenizer  # pylint: disable=import-outside-toplevel
   dmel = DMelTokenizer()

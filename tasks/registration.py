@@ -21,7 +21,7 @@ import seqio
 
 from slm_jax.data.templates import TEMPLATES, Template
 from slm_jax.data.templates.preprocessors import apply_template
-from slm_jax.data.templates.tokenize import tokenize_utterance
+from slm_jax.data.tokenize import tokenize_utterance
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.tasks.features import output_features
 

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from slm_jax import sharding
+from slm_jax.errors import SlmError
 
 # Logical axes of every batch key (dimension names per docs/data_contract.md section 5).
 BATCH_AXES = {
@@ -49,6 +50,32 @@ class HostShard:
   num_rows: int
 
 
+class BatchLayoutError(SlmError, ValueError):
+  """The global batch does not divide among the processes the way the input pipelines feed it."""
+
+
+class IteratorStateError(SlmError, ValueError):
+  """A saved iterator state that does not belong to this iterator (another input backend,
+  process or data configuration)."""
+
+
+def process_rows(batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None) -> HostShard:
+  """The rows an input pipeline gives a process: block i of batch_size / process_count rows.
+
+  The one check that the global batch divides evenly among the processes; index and count
+  default to jax.process_index() and jax.process_count().
+  """
+  index = jax.process_index() if process_index is None else int(process_index)
+  count = jax.process_count() if process_count is None else int(process_count)
+  if not 0 <= index < count:
+    raise BatchLayoutError(f"process_index={index} outside [0, process_count={count})")
+  if batch_size % count:
+    raise BatchLayoutError(f"global batch_size={batch_size} is not divisible by {count} processes")
+  rows = batch_size // count
+  return HostShard(index, count, index * rows, rows)
+
+
 def batch_sharding(mesh: Mesh, key: str, shape, rules=None) -> NamedSharding:
   if key not in BATCH_AXES:
     raise KeyError(f"unknown batch key {key!r}; the batch contract (docs/data_contract.md) has "
@@ -65,7 +92,7 @@ def host_shard(mesh: Mesh, batch_size: int, seq_len: int, rules=None) -> HostSha
     rows.update(range(batch_size)[index[0]])
   lo, hi = min(rows), max(rows) + 1
   if len(rows) != hi - lo:
-    raise ValueError(f"this process's batch rows {sorted(rows)} are not contiguous on mesh "
+    raise BatchLayoutError(f"this process's batch rows {sorted(rows)} are not contiguous on mesh "
                      f"{dict(mesh.shape)}; order the mesh so that each host owns a block of rows")
   return HostShard(jax.process_index(), jax.process_count(), lo, hi - lo)
 

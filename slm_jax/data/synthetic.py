@@ -1,23 +1,76 @@
-"""A built-in synthetic task whose loss really falls: copy / reverse / arithmetic patterns over
-text and speech ids, packed into rows with segment_ids and positions.
+"""Synthetic data for runs, tests and benchmarks without a corpus, one source per pipeline stage.
 
-Each document is `[BOS] [tag] x_1 .. x_n [SEP] y_1 .. y_n [EOS]` where x is drawn from a small
-alphabet of text or speech ids and y is x copied, x reversed, x mapped across modalities (text ->
-speech, a toy "TTS"), or an arithmetic progression continued. Only the y part (and the EOS) carries
-loss weight, so a model that learns the rules drives the loss toward zero. For K > 1 speech
-channels, channel k of a frame is a fixed function of its channel-0 code.
+  synthetic_speechlike(seconds, rate)   audio float32[P]: gliding harmonics under a syllable
+                                        envelope, plus noise (speech tokenizer tests, speed)
+  synthetic_examples(vocab, num)        random but valid template outputs (docs/data_contract.md
+                                        section 3): caches and pipeline tests, benchmarks
+  SyntheticTask                         a train-loop data factory whose loss really falls (below)
 
-Rows are a pure function of (seed, split, step, global row index), so any process can make its own
-share of any step's global batch, and the iterator state is just the step.
+SyntheticTask: copy / reverse / arithmetic patterns over text and speech ids, packed into rows
+with segment_ids and positions. Each document is `[BOS] [tag] x_1 .. x_n [SEP] y_1 .. y_n [EOS]`
+where x is drawn from a small alphabet of text or speech ids and y is x copied, x reversed, x
+mapped across modalities (text -> speech, a toy "TTS"), or an arithmetic progression continued.
+Only the y part (and the EOS) carries loss weight, so a model that learns the rules drives the
+loss toward zero. For K > 1 speech channels, channel k of a frame is a fixed function of its
+channel-0 code. Rows are a pure function of (seed, split, step, global row index), so any process
+can make its own share of any step's global batch, and the iterator state is just the step.
 """
 from __future__ import annotations
+
+from typing import Iterator
 
 import gin
 import numpy as np
 
-from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 from slm_jax.data.batch import HostShard
+from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
+
+def synthetic_speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
+  """Voiced-like test audio float32[P]: gliding harmonics under a syllable envelope, plus noise."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * sample_rate)) / sample_rate
+  f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+  phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+  voiced = sum(np.sin(h * phase) / h for h in range(1, 12))
+  env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+  x = 0.1 * env * voiced + 0.01 * rng.standard_normal(t.shape)
+  return x.astype(np.float32)
+
+
+def synthetic_examples(vocab: UnifiedVocab, num: int, *, mean_len: int = 200, seed: int = 0,
+                       max_len: int = 4096) -> Iterator[dict]:
+  """Yields `num` random but valid template outputs in `vocab`.
+
+  Each is BOS, a task tag, a text span and a speech span (or the reverse, like ASR / TTS), EOS;
+  loss on the second span. Lengths follow a log-normal around `mean_len`, which matches the
+  spread of real utterances (a few words to a long sentence) well enough for throughput numbers.
+  """
+  rng = np.random.default_rng(seed)
+  k = vocab.num_channels
+  tags = [vocab.special_id(t) for t in ("[ASR]", "[TTS]")]
+  for _ in range(num):
+    n = int(np.clip(rng.lognormal(np.log(mean_len), 0.5), 6, max_len))
+    n_text = max(1, n // 5)
+    n_speech = max(1, n - n_text - 3)
+    text = rng.integers(0, vocab.text_size, n_text) + vocab.text_start
+    speech = rng.integers(0, vocab.speech_codebook_sizes[0], n_speech) + vocab.speech_start
+    asr = bool(rng.integers(2))
+    first, second = (speech, text) if asr else (text, speech)
+    tokens = np.concatenate([[BOS_ID, tags[0] if asr else tags[1]], first, second, [EOS_ID]])
+    loss_mask = np.zeros(len(tokens), np.float32)
+    loss_mask[2 + len(first):] = 1.0
+    ex = {"tokens": tokens.astype(np.int32), "loss_mask": loss_mask}
+    if k > 1:
+      codes = np.zeros((len(tokens), k - 1), np.int32)
+      is_speech = tokens >= vocab.speech_start
+      sizes = np.asarray(vocab.extra_codebook_sizes)
+      codes[is_speech] = rng.integers(0, sizes, (int(is_speech.sum()), k - 1))
+      ex["speech_codes"] = codes
+    yield ex
+
+
+# -- the synthetic task ---------------------------------------------------------------------
 PATTERNS = ("copy", "reverse", "text_to_speech", "arithmetic")
 _SPLIT_SALT = {"train": 0, "eval": 1}
 

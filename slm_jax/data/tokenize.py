@@ -1,4 +1,8 @@
-"""seqio preprocessor: corpus utterances (contract section 1) -> tokenized utterances (section 2).
+"""Tokenizing: corpus utterances (contract section 1) -> tokenized utterances (section 2).
+
+The text vocabulary (slm_jax/data/text) and the speech tokenizer (slm_jax/data/speech) of a task
+meet here, in one example (`tokenize_numpy`) or as a seqio preprocessor over tf.data
+(`tokenize_utterance`):
 
     word_text_ids    int32[N]     text_vocab.encode_words(words)
     word_text_lens   int32[W]
@@ -15,11 +19,8 @@ unless `allow_dedup=True`, in which case word_frame_spans are left empty (no ali
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import gin
 import numpy as np
-import tensorflow as tf
 
 
 def word_frame_spans(word_starts: np.ndarray, word_ends: np.ndarray, frame_rate: float,
@@ -71,9 +72,9 @@ def tokenize_numpy(words, word_starts, word_ends, audio, sample_rate, text_vocab
 
 
 @gin.configurable(denylist=["dataset"])
-def tokenize_utterance(dataset: tf.data.Dataset, text_vocab, speech_tokenizer=None,
+def tokenize_utterance(dataset, text_vocab, speech_tokenizer=None,
                        default_sample_rate: int = 16000, allow_dedup: bool = False,
-                       keep_features: tuple[str, ...] = ()) -> tf.data.Dataset:
+                       keep_features: tuple[str, ...] = ()):
   """Maps contract-1 utterances (text/words/word_starts/word_ends/audio[/sample_rate]) to
   contract-2 features. Without a speech tokenizer only the text features are produced.
 
@@ -84,7 +85,9 @@ def tokenize_utterance(dataset: tf.data.Dataset, text_vocab, speech_tokenizer=No
     default_sample_rate: used when examples carry no `sample_rate` feature (tfds audio).
     allow_dedup: see the module docstring.
     keep_features: input features to pass through unchanged (e.g. ("id",)).
+  Returns the mapped tf.data.Dataset.
   """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   k = int(getattr(speech_tokenizer, "num_channels", 1)) if speech_tokenizer is not None else 0
 
   def _py(words, starts, ends, audio, rate, text):

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import jiwer
 
-from slm_jax.data.corpus.fortunes import normalize_transcript
+from slm_jax.data.transcript import normalize_transcript
 
 
 @dataclasses.dataclass(frozen=True)

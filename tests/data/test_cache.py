@@ -5,8 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from slm_jax.data.pipeline import cache, grain_pipeline, records
-from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
+from slm_jax.data import cache
+from slm_jax.data.cache import records
+from slm_jax.data.pipeline import grain_pipeline
+from slm_jax.data.synthetic import synthetic_examples
 from slm_jax.unified_vocab import UnifiedVocab, VocabMismatchError
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 16, 8))

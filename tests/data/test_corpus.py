@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from slm_jax.data.corpus import align, build, fortunes, real_speech, voices
+from slm_jax.data.corpus.errors import MissingPackageError
+from slm_jax.data.transcript import normalize_transcript
 
 
 # -- fortunes text ------------------------------------------------------------------------------
@@ -26,22 +28,22 @@ def test_clean_sentence(record, expected):
 
 
 def test_normalize_transcript():
-  assert fortunes.normalize_transcript("Don't panic!  'Tis   FINE.") == "don't panic tis fine"
-  assert fortunes.normalize_transcript("A well-known (odd) fact: yes...") == (
+  assert normalize_transcript("Don't panic!  'Tis   FINE.") == "don't panic tis fine"
+  assert normalize_transcript("A well-known (odd) fact: yes...") == (
       "a well known odd fact yes")
 
 
 def test_fortune_sentences_are_clean_and_distinct():
   sents = fortunes.fortune_sentences()
   assert len(sents) > 5000
-  keys = [fortunes.normalize_transcript(s) for s in sents]
+  keys = [normalize_transcript(s) for s in sents]
   assert len(set(keys)) == len(keys)
   assert all(15 <= len(s) <= 100 for s in sents)
   assert all(k == k.lower() and not any(c.isdigit() for c in k) for k in keys)
 
 
 def test_missing_fortunes_is_a_clear_error(tmp_path):
-  with pytest.raises(fortunes.MissingPackageError, match="apt-get install fortunes"):
+  with pytest.raises(MissingPackageError, match="apt-get install fortunes"):
     fortunes.fortune_files(str(tmp_path / "nope"))
 
 
@@ -69,7 +71,7 @@ def test_word_without_phones_is_an_alignment_error():
 
 # -- synthesis with word timings ----------------------------------------------------------------
 TEXT = "a tall, dark stranger will have more fun than you."
-WORDS = fortunes.normalize_transcript(TEXT).split()
+WORDS = normalize_transcript(TEXT).split()
 
 
 def _rms(audio, t0, t1):
@@ -109,7 +111,7 @@ def test_flite_rejects_text_it_reads_differently():
 def test_missing_flite_is_a_clear_error(monkeypatch):
   from slm_jax.data.corpus import flite
   monkeypatch.setattr(flite.shutil, "which", lambda _: None)
-  with pytest.raises(fortunes.MissingPackageError, match="apt-get install flite"):
+  with pytest.raises(MissingPackageError, match="apt-get install flite"):
     flite.flite_binary()
 
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from slm_jax.data.pipeline import cache, documents, grain_pipeline
-from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
+from slm_jax.data import cache
+from slm_jax.data.pipeline import documents, grain_pipeline
+from slm_jax.data.synthetic import synthetic_examples
 from slm_jax.unified_vocab import UnifiedVocab
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 16))
@@ -136,19 +137,15 @@ def test_vocab_mismatch_is_a_clear_error(caches):
     _make(caches, vocab=other)
 
 
-def test_gin_switch_builds_the_grain_iterator(caches):
+def test_gin_configures_the_grain_iterator(caches):
   import gin  # pylint: disable=import-outside-toplevel
-  from slm_jax.data.pipeline import input_pipeline  # pylint: disable=import-outside-toplevel
   gin.parse_config([
-      'make_input_iterator.backend = "grain"',
-      f'make_input_iterator.cache_dirs = ["{caches["a"][0]}", "{caches["b"][0]}"]',
-      "make_input_iterator.rates = [3, 1]",
-      "make_input_iterator.seq_len = 64",
-      "make_input_iterator.batch_size = 4",
-      "make_input_iterator.seed = 3",
+      f'make_grain_iterator.cache_dirs = ["{caches["a"][0]}", "{caches["b"][0]}"]',
+      "make_grain_iterator.rates = [3, 1]",
+      "make_grain_iterator.seq_len = 64",
+      "make_grain_iterator.batch_size = 4",
+      "make_grain_iterator.seed = 3",
       "make_grain_iterator.num_packing_bins = 4",
   ])
-  it = input_pipeline.make_input_iterator(vocab=VOCAB)
+  it = grain_pipeline.make_grain_iterator(vocab=VOCAB, process_index=0, process_count=1)
   _assert_same(_take(it, 2), _take(_make(caches), 2))
-  with pytest.raises(ValueError, match="not one of"):
-    input_pipeline.make_input_iterator(backend="torch", vocab=VOCAB)

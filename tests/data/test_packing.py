@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from slm_jax.data.pipeline import cache, documents, grain_pipeline
-from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
+from slm_jax.data import cache
+from slm_jax.data.pipeline import documents, grain_pipeline
+from slm_jax.data.synthetic import synthetic_examples
 from slm_jax.unified_vocab import BOS_ID, UnifiedVocab
 
 L = 64

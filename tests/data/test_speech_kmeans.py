@@ -1,14 +1,10 @@
-"""k-means units: determinism, rate and shape, pooling, dedup, decoding, save/load, CLI."""
-import argparse
-
+"""k-means units: determinism, rate and shape, pooling, dedup, decoding, save/load."""
 import numpy as np
 import pytest
-import soundfile as sf
 
 from slm_jax.data.speech import (KMeansTokenizer, dedup_units, fit_kmeans_tokenizer,
-                                 get_speech_tokenizer, kmeans, load_speech_tokenizer,
-                                 synthetic_speechlike)
-from slm_jax.data.speech import cli as speech_cli
+                                 get_speech_tokenizer, kmeans, load_speech_tokenizer)
+from slm_jax.data.synthetic import synthetic_speechlike
 from slm_jax.data.speech.kmeans import pool_frames, stack_context
 
 
@@ -124,19 +120,3 @@ def test_context_stacking_tokenizer():
   x = synthetic_speechlike(1.0, 16000, seed=4)
   assert tok.encode(x, 16000).shape == (25, 1)
   assert tok.decode(tok.encode(x, 16000)).shape == (25 * 640,)
-
-
-def test_fit_kmeans_cli_skips_and_counts_bad_files(tmp_path, capsys):
-  for i, a in enumerate(_corpus()):
-    sf.write(str(tmp_path / f"u{i}.wav"), a, 16000)
-  (tmp_path / "broken.wav").write_bytes(b"junk")
-  parser = argparse.ArgumentParser()
-  speech_cli.add_parser(parser.add_subparsers())
-  out = tmp_path / "km"
-  args = parser.parse_args(["fit-kmeans", "--audio_glob", str(tmp_path / "*.wav"),
-                            "--num_units", "16", "--rate", "25", "--out", str(out)])
-  assert args.func(args) == 0
-  printed = capsys.readouterr().out
-  assert "6 ok, 1 skipped" in printed
-  tok = load_speech_tokenizer(str(out))
-  assert tok.codebook_sizes == (16,) and tok.name in printed

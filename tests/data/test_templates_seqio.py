@@ -5,8 +5,8 @@ import seqio
 import tensorflow as tf
 
 from slm_jax.data.templates import (ASR, SpanInterleave, TextLM, apply_template, reset_skip_counts,
-                                    skip_counts, tokenize_numpy, tokenize_utterance,
-                                    word_frame_spans)
+                                    skip_counts)
+from slm_jax.data.tokenize import tokenize_numpy, tokenize_utterance, word_frame_spans
 from slm_jax.unified_vocab import UnifiedVocab
 
 V = UnifiedVocab(text_size=256, speech_codebook_sizes=(8, 3))

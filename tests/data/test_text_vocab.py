@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from slm_jax.data.text import (ByteVocab, HFTokenizerVocab, SentencePieceVocab,
                                get_text_vocabulary, train_sentencepiece)
-from slm_jax.data.text import cli as text_cli
 
 _WORDS = ("the a of to and in is it you that he was for on are with as his they be at one have "
           "this from or had by word but what some we can out other were all there when up use "
@@ -165,19 +164,6 @@ def test_factory_errors():
     get_text_vocabulary("wordpiece", "x")
   with pytest.raises(ValueError, match="needs a path"):
     get_text_vocabulary("sentencepiece")
-
-
-def test_train_spm_cli(tmp_path, capsys):
-  import argparse
-  corpus = tmp_path / "c.txt"
-  corpus.write_text("\n".join(_corpus(n=400)) + "\n")
-  parser = argparse.ArgumentParser()
-  text_cli.add_parser(parser.add_subparsers())
-  args = parser.parse_args(["train-spm", "--input", str(corpus), "--vocab_size", "120",
-                            "--out", str(tmp_path / "m")])
-  assert args.func(args) == 0
-  assert (tmp_path / "m.model").exists()
-  assert "sentencepiece:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("scheme", ["first", "always"])

@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from slm_jax.data.pipeline import cache, train_data
-from slm_jax.data.pipeline.synthetic_examples import synthetic_examples
+from slm_jax.data import cache
+from slm_jax.data.pipeline import factories
+from slm_jax.data.synthetic import synthetic_examples
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.data.batch import HostShard
 
@@ -27,8 +28,8 @@ def cache_root(tmp_path_factory):
 
 
 def _factory(cache_root, split, shard=HostShard(0, 1, 0, 4)):
-  return train_data.cached_task_data(split=split, batch_size=4, seq_len=L, vocab=VOCAB, shard=shard,
-                                     seed=0, cache_root=cache_root)
+  return factories.cached_task_data(split=split, batch_size=4, seq_len=L, vocab=VOCAB, shard=shard,
+                                    seed=0, cache_root=cache_root)
 
 
 def test_train_iterator_resumes_exactly(cache_root):
@@ -90,8 +91,8 @@ def seqio_task():
 
 
 def _seqio_factory(task, split):
-  return train_data.seqio_task_data(split=split, batch_size=4, seq_len=L, vocab=VOCAB,
-                                    shard=HostShard(0, 1, 0, 4), seed=0, task=task)
+  return factories.seqio_task_data(split=split, batch_size=4, seq_len=L, vocab=VOCAB,
+                                   shard=HostShard(0, 1, 0, 4), seed=0, task=task)
 
 
 def test_seqio_switch_gives_the_same_batch_layout_and_resumes(seqio_task, cache_root):

@@ -4,7 +4,7 @@ import pytest
 
 from slm_jax.unified_vocab import UnifiedVocab
 from slm_jax.data import batch as data_lib
-from slm_jax.train.synthetic import SyntheticTask
+from slm_jax.data.synthetic import SyntheticTask
 
 VOCAB = UnifiedVocab(text_size=64, speech_codebook_sizes=(32, 16, 8))
 

@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from slm_jax.data.pipeline import records
+from slm_jax.data.cache import records
 from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 INFO_FILENAME = "cache_info.json"

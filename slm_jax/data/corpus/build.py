@@ -20,6 +20,7 @@ import tqdm
 
 from slm_jax.data.corpus import fortunes, manifest, real_speech
 from slm_jax.data.corpus.voices import DEFAULT_VOICES, Voice, parse_voice, pick_voices
+from slm_jax.data.transcript import normalize_transcript
 
 SYNTH_SPLITS = ("train", "validation", "test")
 _RECORDS = ".records"
@@ -39,7 +40,7 @@ def split_of(transcript: str, fractions: Sequence[float] = (0.9, 0.05, 0.05)) ->
 def _check_sentence(text: str) -> bool:
   from slm_jax.data.corpus import flite  # pylint: disable=import-outside-toplevel
   try:
-    flite.check_words(text, fortunes.normalize_transcript(text).split())
+    flite.check_words(text, normalize_transcript(text).split())
     return True
   except flite.TextMismatchError:
     return False
@@ -125,7 +126,7 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
     from slm_jax.data.corpus import espeak  # pylint: disable=import-outside-toplevel
     espeak.load_library()  # clear error when espeak-ng is missing
   sentences = fortunes.fortune_sentences(fortunes_dir)
-  transcripts = [fortunes.normalize_transcript(s) for s in sentences]
+  transcripts = [normalize_transcript(s) for s in sentences]
   splits = [split_of(t, split_fractions) for t in transcripts]
   for split in SYNTH_SPLITS:
     name = "texts.txt" if split == "train" else f"texts_{split}.txt"
@@ -142,7 +143,7 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
                                lambda fn, xs: pool.imap(fn, xs, chunksize=16))
     items = []
     for text in chosen:
-      transcript = fortunes.normalize_transcript(text)
+      transcript = normalize_transcript(text)
       key = sentence_key(transcript)
       rng = np.random.default_rng([seed, int(key[:8], 16)])
       for v in pick_voices(voice_list, voices_per_sentence, rng):

@@ -16,7 +16,7 @@ import re
 import numpy as np
 from scipy import signal
 
-from slm_jax.data.corpus.fortunes import missing_package
+from slm_jax.data.corpus.errors import missing_package
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _EVENT_WORD, _EVENT_MSG_TERMINATED = 1, 6

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from slm_jax.data.corpus import align
-from slm_jax.data.corpus.fortunes import missing_package
+from slm_jax.data.corpus.errors import missing_package
 
 FLITE_VOICES = ("slt", "awb", "rms", "kal16")  # all 16 kHz ("kal" is 8 kHz)
 _LEXICON_VOICE = "kal16"  # same CMU lexicon as the others, and the fastest

@@ -10,21 +10,13 @@ from typing import Iterator
 
 import gin
 
+from slm_jax.data.corpus.errors import missing_package
+from slm_jax.data.transcript import normalize_transcript
+
 FORTUNES_DIR = "/usr/share/games/fortunes"
 _ALLOWED = re.compile(r"^[A-Za-z ,.;:!?'\"()-]+$")
-_PUNCT = re.compile(r"[,.;:!?\"()-]")
 _SPACES = re.compile(r"\s+")
 _ATTRIBUTION = re.compile(r"\s--\s.*$")  # "... -- Mark Twain"
-
-
-class MissingPackageError(RuntimeError):
-  """A Debian package the demo corpus needs is not installed."""
-
-
-def missing_package(what: str, package: str) -> MissingPackageError:
-  return MissingPackageError(
-      f"{what} not found. Install the Debian package: `sudo apt-get install {package}` "
-      "(or run `make apt` / `make setup` in the repository root).")
 
 
 def fortune_files(fortunes_dir: str = FORTUNES_DIR) -> list[str]:
@@ -62,17 +54,6 @@ def clean_sentence(record: str, min_chars: int = 15, max_chars: int = 100) -> st
   if not (min_chars <= len(text) <= max_chars) or not any(c.isalpha() for c in text):
     return None
   return text
-
-
-def normalize_transcript(sentence: str) -> str:
-  """Lowercase, punctuation removed (apostrophes inside words kept), single spaces.
-
-  >>> normalize_transcript("Don't panic!  'Tis   FINE.")
-  "don't panic tis fine"
-  """
-  text = _PUNCT.sub(" ", sentence.lower())
-  words = [w.strip("'") for w in text.split()]
-  return " ".join(w for w in words if w)
 
 
 @gin.configurable

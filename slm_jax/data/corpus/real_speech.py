@@ -10,7 +10,8 @@ import re
 import numpy as np
 import soundfile as sf
 
-from slm_jax.data.corpus.fortunes import missing_package, normalize_transcript
+from slm_jax.data.corpus.errors import missing_package
+from slm_jax.data.transcript import normalize_transcript
 
 TESTDATA_DIR = "/usr/share/pocketsphinx/test/data"
 # (sub-folder, transcription file, speaker)

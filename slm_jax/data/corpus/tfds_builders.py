@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from slm_jax.data import audio as audio_lib
 from slm_jax.data.corpus import manifest
-from slm_jax.data.corpus.fortunes import normalize_transcript
+from slm_jax.data.transcript import normalize_transcript
 
 _AUDIO_EXTS = (".flac", ".wav")
 

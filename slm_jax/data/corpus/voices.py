@@ -7,6 +7,12 @@ import dataclasses
 
 import numpy as np
 
+from slm_jax.errors import SlmError
+
+
+class VoiceSpecError(SlmError, ValueError):
+  """A voice spec string that does not name a known synthesizer voice."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
@@ -58,8 +64,8 @@ def parse_voice(spec: str) -> Voice:
     if parts[0] == "espeak" and len(parts) == 4:
       return Voice("espeak", parts[1], int(parts[2]), int(parts[3]), weight=w)
   except ValueError as e:
-    raise ValueError(f"bad voice spec {spec!r}: {e}") from e
-  raise ValueError(f"bad voice spec {spec!r}: use `flite:slt` or `espeak:en-us+f3:150:60` "
+    raise VoiceSpecError(f"bad voice spec {spec!r}: {e}") from e
+  raise VoiceSpecError(f"bad voice spec {spec!r}: use `flite:slt` or `espeak:en-us+f3:150:60` "
                    "(optionally `@weight`)")
 
 

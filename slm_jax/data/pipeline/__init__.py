@@ -1,13 +1,9 @@
-"""From cached template outputs to training batches (docs/data_pipeline.md).
+"""From caches of template outputs to training batches (docs/data_pipeline.md).
 
-  records.py           the slm1 byte format of one cached example
-  cache.py             atomic ArrayRecord caches with vocab_spec.json and cache_info.json
-  documents.py         shift by one per document; policy for documents longer than L
-  grain_pipeline.py    shard by process, shuffle, mix, pack, batch; checkpointable iterator
-  feature_converter.py the plain seqio / tf.data path with the same batch
-  input_pipeline.py    the gin switch between the two
-  cli.py               `slm-data cache` and `slm-data inspect`
-  synthetic_examples.py random valid template outputs for tests and bench/data_pipeline.py
+  documents.py        shift by one per document; the policy for documents longer than L
+  grain_pipeline.py   caches -> shard by process, shuffle, mix, pack, batch; checkpointable
+  seqio_pipeline.py   a seqio task -> the same batches through tf.data, without a cache
+  factories.py        the train loop's data factories over both (`train.data_factory`)
 
-TensorFlow is imported only by feature_converter.py and cli.py's `cache` (seqio tasks).
+TensorFlow and seqio are imported only by seqio_pipeline.py.
 """

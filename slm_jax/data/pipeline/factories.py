@@ -19,30 +19,15 @@ process takes the same number of eval steps and the padding never changes the su
 """
 from __future__ import annotations
 
-import json
 import os
 
 import gin
 import numpy as np
 
+from slm_jax.data import batch as batch_lib
+from slm_jax.data.cache.tasks import cache_dirs_and_rates
 from slm_jax.data.pipeline import grain_pipeline
-from slm_jax.data.pipeline.cli import MIXTURE_FILENAME
 from slm_jax.unified_vocab import UnifiedVocab
-
-
-def cache_dirs_and_rates(split_root: str) -> tuple[list[str], list[float] | None]:
-  """Component caches under ROOT/<split> and their rates (mixture.json), or one task cache."""
-  mixture_file = os.path.join(split_root, MIXTURE_FILENAME)
-  if os.path.exists(mixture_file):
-    with open(mixture_file) as f:
-      mixture = json.load(f)
-    rates = mixture["rates"]
-    return [os.path.join(split_root, t) for t in rates], [float(r) for r in rates.values()]
-  if os.path.isdir(split_root):
-    return [split_root], None
-  raise FileNotFoundError(
-      f"no cached data at {split_root}: run `slm-data cache --task NAME --split SPLIT "
-      f"--out {split_root}` first (make demo does this for the demo mixture)")
 
 
 class _PadAfterEnd:
@@ -72,14 +57,15 @@ class _PadAfterEnd:
     self._it.set_state(state)
 
 
-def _check_row_layout(batch_size: int, shard) -> None:
-  expected_rows = batch_size // shard.process_count
-  if shard.num_rows != expected_rows or shard.first_row != shard.process_index * expected_rows:
-    raise ValueError(
+def _check_row_layout(batch_size: int, shard: batch_lib.HostShard) -> None:
+  """The mesh must want from each process the rows the input pipelines give it."""
+  expected = batch_lib.process_rows(batch_size, shard.process_index, shard.process_count)
+  if shard != expected:
+    raise batch_lib.BatchLayoutError(
         f"process {shard.process_index} feeds rows [{shard.first_row}, "
         f"{shard.first_row + shard.num_rows}) of the global batch, but the input pipelines give "
-        f"process i rows [i * {expected_rows}, (i + 1) * {expected_rows}); order the mesh's batch "
-        "axes so that each host owns its block of rows in process order")
+        f"process i rows [i * {expected.num_rows}, (i + 1) * {expected.num_rows}); order the "
+        "mesh's batch axes so that each host owns its block of rows in process order")
 
 
 @gin.configurable
@@ -106,11 +92,11 @@ def seqio_task_data(*, split: str, batch_size: int, seq_len: int, vocab: Unified
   Import the module that registers `task` in gin (`import slm_jax.tasks`); every process reads
   its seqio.ShardInfo share of the files.
   """
-  from slm_jax.data.pipeline import feature_converter  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.pipeline import seqio_pipeline  # pylint: disable=import-outside-toplevel
   _check_row_layout(batch_size, shard)
   common = dict(seq_len=seq_len, batch_size=batch_size, seed=seed, num_channels=vocab.num_channels,
                 process_index=shard.process_index, process_count=shard.process_count)
   if split == "train":
-    return feature_converter.make_seqio_iterator(task, split=train_split, **common)
-  return _PadAfterEnd(feature_converter.make_seqio_iterator(
+    return seqio_pipeline.make_seqio_iterator(task, split=train_split, **common)
+  return _PadAfterEnd(seqio_pipeline.make_seqio_iterator(
       task, split=eval_split, shuffle=False, num_epochs=1, **common))

@@ -31,23 +31,21 @@ from typing import Optional, Sequence
 import gin
 import grain
 import grain.experimental as gex
-import jax
 import numpy as np
 
-from slm_jax.data.pipeline import cache as cache_lib
-from slm_jax.data.pipeline import documents, records
+from slm_jax.data import batch as batch_lib
+from slm_jax.data import cache as cache_lib
+from slm_jax.data.cache import records
+from slm_jax.data.pipeline import documents
+from slm_jax.data.batch import IteratorStateError
 from slm_jax.unified_vocab import UnifiedVocab
 
 STATE_FORMAT = "slm_jax.grain_iterator/1"
 PACKERS = {"first_fit": gex.FirstFitPackIterDataset, "best_fit": gex.BestFitPackIterDataset}
 
 
-class ProcessCountChangedError(ValueError):
+class ProcessCountChangedError(IteratorStateError):
   """An iterator state saved with another number of processes (see module docstring)."""
-
-
-class IteratorStateError(ValueError):
-  """An iterator state that does not belong to this iterator (other process or data config)."""
 
 
 def _decode_document(record: bytes) -> dict:
@@ -56,14 +54,6 @@ def _decode_document(record: bytes) -> dict:
 
 def _fold_seed(seed: int, *salt: int) -> int:
   return int(np.random.SeedSequence([seed % 2**32, *salt]).generate_state(1)[0])
-
-
-def _process(process_index: Optional[int], process_count: Optional[int]) -> tuple[int, int]:
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if not 0 <= index < count:
-    raise ValueError(f"process_index={index} outside [0, process_count={count})")
-  return index, count
 
 
 def open_caches(cache_dirs: Sequence[str], vocab: Optional[UnifiedVocab]) -> tuple[list, UnifiedVocab]:
@@ -173,9 +163,8 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
     process_index, process_count: default jax.process_index() / jax.process_count().
     on_process_count_change: "error" | "restart" (module docstring).
   """
-  index, count = _process(process_index, process_count)
-  if batch_size % count:
-    raise ValueError(f"global batch_size={batch_size} is not divisible by {count} processes")
+  shard = batch_lib.process_rows(batch_size, process_index, process_count)
+  index, count, local_batch = shard.process_index, shard.process_count, shard.num_rows
   if packing not in PACKERS:
     raise ValueError(f"packing={packing!r}; choose one of {sorted(PACKERS)}")
   infos, vocab = open_caches(cache_dirs, vocab)
@@ -184,7 +173,6 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
   if len(rates) != len(infos) or min(rates) < 0 or sum(rates) <= 0:
     raise ValueError(f"rates={list(rates)} must give one non-negative weight per cache ({len(infos)})")
   policy = documents.LongDocumentPolicy(seq_len, long_documents, max_pieces)
-  local_batch = batch_size // count
 
   def build(restart_salt: int):
     parts = []
@@ -236,12 +224,10 @@ def make_grain_eval_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, *, seq_le
   Call the factory again for each evaluation. Processes may yield different numbers of batches
   (their shards differ by at most one example per cache).
   """
-  index, count = _process(process_index, process_count)
-  if batch_size % count:
-    raise ValueError(f"global batch_size={batch_size} is not divisible by {count} processes")
+  shard = batch_lib.process_rows(batch_size, process_index, process_count)
+  index, count, local_batch = shard.process_index, shard.process_count, shard.num_rows
   infos, vocab = open_caches(cache_dirs, vocab)
   policy = documents.LongDocumentPolicy(seq_len, long_documents, max_pieces)
-  local_batch = batch_size // count
 
   def build(_):
     parts = [grain.MapDataset.source(grain.sources.ArrayRecordDataSource(i.shard_paths))[index::count]

@@ -1,55 +1,67 @@
-"""The plain seqio / tf.data path: template outputs -> the batch of contract section 5.
+"""The seqio / tf.data path: template outputs -> the batch of contract section 5, without a cache.
 
-Same semantics as the grain pipeline (documents.py): each example is shifted by one inside
-itself, documents longer than L follow the same `long_documents` policy, then rows are packed
-greedily with seqio's `trim_and_pack_dataset` (the tf.data packer seqio's own feature converters
-use). seqio packs rank-1 non-zero int32 features only, so the K-1 extra speech channels travel
-flattened ([n * (K-1)] with length L * (K-1), which packs exactly when the tokens do) and every
-feature is encoded non-zero (`_encode_nonzero`), then decoded after packing.
+Documents come from the numpy code the grain pipeline runs (documents.py: shift by one inside
+each example, then the `long_documents` policy), called per example through tf.numpy_function,
+so the two paths cannot drift apart; tests/data/test_seqio_pipeline.py checks that both give the
+same documents. Rows are then packed greedily with seqio's `trim_and_pack_dataset` (the tf.data
+packer of seqio's own feature converters). seqio packs rank-1 non-zero int32 features only, so
+the K-1 extra speech channels travel flattened ([n * (K-1)] with length L * (K-1), which packs
+exactly when the tokens do) and every feature is encoded non-zero (`_encode_nonzero`), then
+decoded after packing.
 
-For quick experiments on a seqio task without a cache; training at scale uses the grain pipeline
-(checkpointable state, per-process sharding of caches). The iterator's state is the number of
-batches served: restoring rebuilds the (seeded, deterministic) dataset and skips that many.
+For quick experiments on a seqio task; training at scale uses the grain pipeline (checkpointable
+state, per-process sharding of caches). The iterator's state is the number of batches served:
+restoring rebuilds the (seeded, deterministic) dataset and skips that many.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import gin
-import jax
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from slm_jax.data.pipeline.documents import POLICIES
+from slm_jax.data import batch as batch_lib
+from slm_jax.data.pipeline import documents
 
 STATE_FORMAT = "slm_jax.tfdata_iterator/1"
+_DTYPES = {"tokens": tf.int32, "targets": tf.int32, "loss_weights": tf.float32,
+           "speech_codes": tf.int32, "target_speech_codes": tf.int32}
 
 
-def _to_document(ex: dict, num_channels: int) -> dict:
-  seq = tf.cast(ex["tokens"], tf.int32)
-  doc = {"tokens": seq[:-1], "targets": seq[1:],
-         "loss_weights": tf.cast(ex["loss_mask"], tf.float32)[1:]}
-  if num_channels > 1:
-    codes = tf.cast(ex["speech_codes"], tf.int32)
-    doc["speech_codes"], doc["target_speech_codes"] = codes[:-1], codes[1:]
-  return doc
+def _documents(ds: tf.data.Dataset, num_channels: int,
+               policy: documents.LongDocumentPolicy) -> tf.data.Dataset:
+  """Template outputs -> documents of at most L positions, by documents.py's numpy code."""
+  keys = documents.DOC_FEATURES + (documents.CODE_FEATURES if num_channels > 1 else ())
+  extra = num_channels - 1
 
+  def pieces_np(tokens, loss_mask, codes):
+    ex = {"tokens": tokens, "loss_mask": loss_mask}
+    if extra:
+      ex["speech_codes"] = codes
+    pieces = policy.flat_map(documents.to_document(ex))
+    lengths = np.array([documents.doc_length(d) for d in pieces], np.int64)
+    out = []
+    for k in keys:
+      empty = np.zeros((0, extra) if k in documents.CODE_FEATURES else (0,),
+                       _DTYPES[k].as_numpy_dtype)
+      out.append(np.concatenate([d[k] for d in pieces]).astype(empty.dtype) if pieces else empty)
+    return out + [lengths]
 
-def _apply_long_policy(ds: tf.data.Dataset, seq_len: int, policy: str) -> tf.data.Dataset:
-  if policy not in POLICIES:
-    raise ValueError(f"long_documents={policy!r}; choose one of {POLICIES}")
-  n_of = lambda d: tf.shape(d["tokens"])[0]
-  if policy == "drop":
-    return ds.filter(lambda d: n_of(d) <= seq_len)
-  if policy == "truncate":
-    return ds.map(lambda d: {k: v[:seq_len] for k, v in d.items()})
+  def to_pieces(ex):
+    codes = ex["speech_codes"] if extra else tf.zeros([0, 0], tf.int32)
+    *values, lengths = tf.numpy_function(
+        pieces_np, [ex["tokens"], ex["loss_mask"], codes],
+        [_DTYPES[k] for k in keys] + [tf.int64], stateful=False)
+    lengths.set_shape([None])
+    ragged = {}
+    for k, v in zip(keys, values):
+      v.set_shape([None, extra] if k in documents.CODE_FEATURES else [None])
+      ragged[k] = tf.RaggedTensor.from_row_lengths(v, lengths)
+    return tf.data.Dataset.from_tensor_slices(ragged)
 
-  def pieces(d):
-    starts = tf.range(0, n_of(d), seq_len)
-    return tf.data.Dataset.from_tensor_slices(starts).map(
-        lambda s: {k: v[s:s + seq_len] for k, v in d.items()})
-  return ds.flat_map(pieces)
+  return ds.flat_map(to_pieces)
 
 
 def _encode_nonzero(d: dict) -> dict:
@@ -64,15 +76,15 @@ def _encode_nonzero(d: dict) -> dict:
 
 
 def pack_tf_dataset(ds: tf.data.Dataset, seq_len: int, num_channels: int = 1,
-                    long_documents: str = "split") -> tf.data.Dataset:
+                    long_documents: str = "split", max_pieces: int = 64) -> tf.data.Dataset:
   """Template outputs (tokens, loss_mask, speech_codes?) -> packed rows with the batch keys."""
-  c = num_channels - 1
-  ds = ds.map(lambda ex: _to_document(ex, num_channels), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = _apply_long_policy(ds, seq_len, long_documents)
+  extra = num_channels - 1
+  policy = documents.LongDocumentPolicy(seq_len, long_documents, max_pieces)
+  ds = _documents(ds, num_channels, policy)
   ds = ds.map(_encode_nonzero, num_parallel_calls=tf.data.AUTOTUNE)
   lengths = {"tokens": seq_len, "targets": seq_len, "loss_weights": seq_len}
-  if c:
-    lengths.update(speech_codes=seq_len * c, target_speech_codes=seq_len * c)
+  if extra:
+    lengths.update(speech_codes=seq_len * extra, target_speech_codes=seq_len * extra)
   ds = seqio.utils.trim_and_pack_dataset(ds, lengths, use_custom_ops=False)
 
   def finalize(row):
@@ -82,8 +94,8 @@ def pack_tf_dataset(ds: tf.data.Dataset, seq_len: int, num_channels: int = 1,
            "loss_weights": tf.where(real, tf.bitcast(row["loss_weights"] - 1, tf.float32), 0.0),
            "segment_ids": seg, "positions": tf.cast(row["tokens_positions"], tf.int32)}
     for k in ("speech_codes", "target_speech_codes"):
-      if c:
-        codes = tf.reshape(row[k], [seq_len, c]) - 1
+      if extra:
+        codes = tf.reshape(row[k], [seq_len, extra]) - 1
         out[k] = tf.where(real[:, None], codes, 0)
     return out
   return ds.map(finalize, num_parallel_calls=tf.data.AUTOTUNE)
@@ -111,18 +123,18 @@ class TfDataBatchIterator:
 
   def set_state(self, state: dict) -> None:
     if state.get("format") != STATE_FORMAT:
-      raise ValueError(f"not a tf.data iterator state (format {state.get('format')!r}); was it "
-                       "saved by the grain backend? Use the same input_pipeline.backend to resume")
+      raise batch_lib.IteratorStateError(
+          f"not a tf.data iterator state (format {state.get('format')!r}); was it saved by the "
+          "grain backend? Resume with the same train.data_factory")
     mine = (self._index, self._count, self._fingerprint)
     saved = (state["process_index"], state["process_count"], state["fingerprint"])
     if saved != mine:
-      raise ValueError(f"the tf.data iterator state was saved as (process, count, config)={saved}, "
+      raise batch_lib.IteratorStateError(f"the tf.data iterator state was saved as (process, count, config)={saved}, "
                        f"this run is {mine}; restore with the same processes and data config")
     self._it = self._build().skip(int(state["batches"])).as_numpy_iterator()
     self._batches = int(state["batches"])
 
 
-@gin.configurable
 def _pad_rows(batch: dict, rows: int) -> dict:
   def pad(x):
     paddings = [[0, rows - tf.shape(x)[0]]] + [[0, 0]] * (len(x.shape) - 1)
@@ -130,28 +142,27 @@ def _pad_rows(batch: dict, rows: int) -> dict:
   return {k: pad(v) for k, v in batch.items()}
 
 
+@gin.configurable
 def make_seqio_iterator(task: str = gin.REQUIRED, *, seq_len: int = gin.REQUIRED,
                         batch_size: int = gin.REQUIRED, seed: int = 0, split: str = "train",
                         num_channels: int = 1, shuffle: bool = True, num_epochs: Optional[int] = None,
-                        long_documents: str = "split", process_index: Optional[int] = None,
+                        long_documents: str = "split", max_pieces: int = 64,
+                        process_index: Optional[int] = None,
                         process_count: Optional[int] = None) -> TfDataBatchIterator:
   """Batches straight from a seqio Task/Mixture (no cache), packed like the grain pipeline.
 
   batch_size is global; each process reads its seqio.ShardInfo share and yields
-  batch_size / process_count rows. `num_epochs=1, shuffle=False` gives a finite eval pass (the
-  last partial batch is dropped).
+  batch_size / process_count rows. `num_epochs=1, shuffle=False` gives a finite eval pass (its
+  last partial batch is filled up with all-padding rows).
   """
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if batch_size % count:
-    raise ValueError(f"global batch_size={batch_size} is not divisible by {count} processes")
+  shard = batch_lib.process_rows(batch_size, process_index, process_count)
+  index, count, rows = shard.process_index, shard.process_count, shard.num_rows
 
   def build():
     provider = seqio.get_mixture_or_task(task)
     ds = provider.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed,
                               num_epochs=num_epochs, shard_info=seqio.ShardInfo(index, count))
-    ds = pack_tf_dataset(ds, seq_len, num_channels, long_documents)
-    rows = batch_size // count
+    ds = pack_tf_dataset(ds, seq_len, num_channels, long_documents, max_pieces)
     if num_epochs is None:
       return ds.batch(rows, drop_remainder=True).prefetch(2)
     # A finite pass keeps its last partial batch, filled up with all-zero (padding) rows.

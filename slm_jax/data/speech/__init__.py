@@ -7,7 +7,6 @@
 """
 from slm_jax.data.speech.base import (SpeechTokenizer, load_speech_tokenizer,
                                       validate_frames)
-from slm_jax.data.speech.benchmark import benchmark_realtime_factor, synthetic_speechlike
 from slm_jax.data.speech.dmel import DMelTokenizer
 from slm_jax.data.speech.factory import SPEECH_TOKENIZER_KINDS, get_speech_tokenizer
 from slm_jax.data.speech.kmeans import (KMeansTokenizer, dedup_units, fit_kmeans_tokenizer,
@@ -16,7 +15,7 @@ from slm_jax.data.speech.mel import MelConfig, log_mel, log_mel_batch, mel_to_au
 from slm_jax.data.speech.precomputed import PrecomputedUnits, write_array_record
 
 __all__ = ["SpeechTokenizer", "load_speech_tokenizer", "validate_frames",
-           "benchmark_realtime_factor", "synthetic_speechlike", "DMelTokenizer",
+           "DMelTokenizer",
            "get_speech_tokenizer", "SPEECH_TOKENIZER_KINDS", "KMeansTokenizer", "dedup_units",
            "fit_kmeans_tokenizer", "kmeans", "MelConfig", "log_mel", "log_mel_batch",
            "mel_to_audio", "PrecomputedUnits", "write_array_record"]
