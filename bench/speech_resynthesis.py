@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from slm_jax.data.corpus import flite, manifest  # noqa: E402
 from slm_jax.data.corpus.fortunes import fortune_sentences  # noqa: E402
 from slm_jax.data.transcript import normalize_transcript  # noqa: E402
-from slm_jax.data.speech.base import load_speech_tokenizer  # noqa: E402
+from slm_jax.data.speech import load_speech_tokenizer  # noqa: E402
 from slm_jax.data.speech.dmel import DMelTokenizer  # noqa: E402
 from slm_jax.evaluation.recognizer import PocketsphinxRecognizer  # noqa: E402
 from slm_jax.evaluation.resynthesis import Utterance, resynthesis_wer  # noqa: E402

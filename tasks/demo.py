@@ -65,9 +65,10 @@ def _require(path: str, how: str) -> str:
 
 @gin.configurable
 def demo_text_vocab(kind: str = "sentencepiece", path: Optional[str] = None):
-  """The text vocabulary (slm_jax.data.text), default DIR/tokenizers/spm4096.model."""
-  from slm_jax.data.text import get_text_vocabulary  # pylint: disable=import-outside-toplevel
-  if kind == "sentencepiece" and path is None:
+  """The text vocabulary (slm_jax.data.text). A kind that reads a model file defaults to the
+  demo's sentencepiece model DIR/tokenizers/spm4096.model."""
+  from slm_jax.data.text import get_text_vocabulary, text_vocab_class  # pylint: disable=import-outside-toplevel
+  if path is None and text_vocab_class(kind).needs_files:
     d = demo_corpus_dir()
     path = _require(os.path.join(d, "tokenizers", "spm4096.model"),
                     f"train it with `slm-data train-spm --input {d}/texts.txt --vocab_size 4096 "
@@ -77,9 +78,10 @@ def demo_text_vocab(kind: str = "sentencepiece", path: Optional[str] = None):
 
 @gin.configurable
 def demo_speech_tokenizer(kind: str = "kmeans", path: Optional[str] = None):
-  """The speech tokenizer (slm_jax.data.speech), default k-means DIR/tokenizers/kmeans512."""
-  from slm_jax.data.speech import get_speech_tokenizer  # pylint: disable=import-outside-toplevel
-  if kind == "kmeans" and path is None:
+  """The speech tokenizer (slm_jax.data.speech). A kind that loads saved files defaults to the
+  demo's k-means units DIR/tokenizers/kmeans512 (its kind is checked against `kind`)."""
+  from slm_jax.data.speech import get_speech_tokenizer, speech_tokenizer_class  # pylint: disable=import-outside-toplevel
+  if path is None and speech_tokenizer_class(kind).needs_files:
     d = demo_corpus_dir()
     path = _require(os.path.join(d, "tokenizers", "kmeans512"),
                     f"fit it with `slm-data fit-kmeans --audio_glob '{d}/audio/train/*.wav' "

@@ -1,9 +1,10 @@
-"""The speech tokenizer interface (DESIGN.md "Speech is frames of K channels").
+"""The speech tokenizer interface (docs/architecture.md: speech is frames of K channels).
 
-Every tokenizer turns mono audio into frames int32[T, K] at `frame_rate`, channel k taking values
-in [0, codebook_sizes[k]), and where possible decodes frames back to audio. Its `name` is stored as
-UnifiedVocab.speech_tokenizer_name. `save(dir)` writes `speech_tokenizer.json` (plus any arrays);
-`load_speech_tokenizer(dir)` reads back whichever kind was saved.
+Every tokenizer turns mono audio float32[P] into frames int32[T, K] at `frame_rate`, channel k
+taking values in [0, codebook_sizes[k]) (C_k, the codebook size of channel k), and where possible
+decodes frames back to audio. Its `name` is stored as UnifiedVocab.speech_tokenizer_name.
+`save(dir)` writes `speech_tokenizer.json` (plus any arrays); factory.load_speech_tokenizer(dir)
+reads back whichever kind was saved (the kinds are listed in factory.KINDS).
 """
 from __future__ import annotations
 
@@ -14,22 +15,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from slm_jax.atomic_write import atomic_write
 from slm_jax.data import audio as audio_lib
+from slm_jax.errors import SlmError
 
 SPEC_FILENAME = "speech_tokenizer.json"
-_KINDS: dict[str, type] = {}
 
 
-def register_kind(cls):
-  """Class decorator: makes `cls` loadable by `load_speech_tokenizer` under `cls.kind`."""
-  _KINDS[cls.kind] = cls
-  return cls
+class SpeechTokenizerError(SlmError, ValueError):
+  """A speech tokenizer that cannot be built or loaded, or frames that do not fit it."""
 
 
 class SpeechTokenizer(abc.ABC):
-  """Audio float32[S] <-> frames int32[T, K]."""
+  """Audio float32[P] <-> frames int32[T, K]."""
 
-  kind: str = ""
+  kind: str = ""            # its key in factory.KINDS and in speech_tokenizer.json
+  needs_files: bool = True  # False: the kind builds a default without a saved directory
 
   # -- description ----------------------------------------------------------------------------
   @property
@@ -66,20 +67,20 @@ class SpeechTokenizer(abc.ABC):
 
   # -- encode / decode ------------------------------------------------------------------------
   def prepare(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Any mono audio (int16 or float) at `sample_rate` -> float32[S] at self.sample_rate."""
+    """Any mono audio (int16 or float) at `sample_rate` -> float32[P] at self.sample_rate."""
     a = np.asarray(audio)
     if a.ndim != 1:
-      raise audio_lib.AudioError(f"{self.name}: expected mono audio [S], got shape {a.shape}; "
+      raise audio_lib.AudioError(f"{self.name}: expected mono audio [P], got shape {a.shape}; "
                                  "mix down with slm_jax.data.audio.to_mono")
     a = audio_lib.to_float32(a)
     return audio_lib.resample(a, sample_rate, self.sample_rate)
 
   def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mono audio [S] at `sample_rate` -> frames int32[T, K]."""
+    """Mono audio [P] at `sample_rate` -> frames int32[T, K]."""
     return self.encode_batch([audio], sample_rate)[0]
 
   def encode_tf(self, audio, sample_rate):
-    """The same inside tf.data: tf audio [S] (int16 or float), scalar rate -> tf.int32 [T, K]."""
+    """The same inside tf.data: tf audio [P] (int16 or float), scalar rate -> tf.int32 [T, K]."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     def _np(a, rate):
@@ -123,38 +124,19 @@ class SpeechTokenizer(abc.ABC):
     os.makedirs(directory, exist_ok=True)
     self.save_arrays(directory)
     path = os.path.join(directory, SPEC_FILENAME)
-    with open(path + ".tmp", "w") as f:
-      json.dump(self.spec(), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(self.spec(), indent=2, sort_keys=True))
     return path
 
   @classmethod
   def load(cls, directory: str) -> "SpeechTokenizer":
+    from slm_jax.data.speech.factory import load_speech_tokenizer  # pylint: disable=import-outside-toplevel
     tok = load_speech_tokenizer(directory)
     if cls is not SpeechTokenizer and not isinstance(tok, cls):
-      raise TypeError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
+      raise SpeechTokenizerError(f"{directory} holds a {type(tok).__name__}, not a {cls.__name__}")
     return tok
 
   def __repr__(self) -> str:
     return f"{type(self).__name__}({self.name})"
-
-
-def load_speech_tokenizer(directory: str) -> SpeechTokenizer:
-  """Loads whichever tokenizer `save(directory)` wrote, and checks its identity."""
-  path = directory if directory.endswith(".json") else os.path.join(directory, SPEC_FILENAME)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no speech tokenizer spec at {path}; save one with tokenizer.save(dir)"
-                            " (k-means: `slm-data fit-kmeans ... --out DIR`)")
-  with open(path) as f:
-    spec = json.load(f)
-  kind = spec.get("kind")
-  if kind not in _KINDS:
-    raise ValueError(f"{path}: unknown speech tokenizer kind {kind!r}; known: {sorted(_KINDS)}")
-  tok = _KINDS[kind].from_saved(spec["config"], os.path.dirname(path))
-  if spec.get("name") and spec["name"] != tok.name:
-    raise ValueError(f"{path}: saved tokenizer name {spec['name']!r} differs from the loaded one "
-                     f"{tok.name!r}; the files beside the spec were changed")
-  return tok
 
 
 def validate_frames(frames, codebook_sizes: Sequence[int], what: str = "frames") -> np.ndarray:
@@ -164,15 +146,16 @@ def validate_frames(frames, codebook_sizes: Sequence[int], what: str = "frames")
   if a.ndim == 1 and k == 1:
     a = a[:, None]
   if a.ndim != 2 or a.shape[1] != k:
-    raise ValueError(f"{what}: expected shape [T, {k}], got {a.shape}")
+    raise SpeechTokenizerError(f"{what}: expected shape [T, {k}], got {a.shape}")
   if not np.issubdtype(a.dtype, np.integer):
-    raise ValueError(f"{what}: expected integer codes, got dtype {a.dtype}")
+    raise SpeechTokenizerError(f"{what}: expected integer codes, got dtype {a.dtype}")
   if a.size:
     sizes = np.asarray(codebook_sizes)
     bad = (a < 0) | (a >= sizes[None, :])
     if bad.any():
-      t, c = np.argwhere(bad)[0]
-      raise ValueError(f"{what}: code {int(a[t, c])} at frame {t}, channel {c} is out of range "
-                       f"[0, {int(sizes[c])}) ({int(bad.sum())} bad codes); the units do not match "
-                       "the declared codebook sizes")
+      t, ch = np.argwhere(bad)[0]
+      raise SpeechTokenizerError(
+          f"{what}: code {int(a[t, ch])} at frame {t}, channel {ch} is out of range "
+          f"[0, {int(sizes[ch])}) ({int(bad.sum())} bad codes); the units do not match the "
+          "declared codebook sizes")
   return a.astype(np.int32, copy=False)

@@ -15,15 +15,15 @@ import gin
 import numpy as np
 
 from slm_jax.data.speech import mel as mel_lib
-from slm_jax.data.speech.base import SpeechTokenizer, register_kind
+from slm_jax.data.speech.base import SpeechTokenizer
 
 
 @gin.configurable
-@register_kind
 class DMelTokenizer(SpeechTokenizer):
   """dMel: log-mel [T, n_mels] quantized to `num_levels` levels per bin -> int32[T, n_mels]."""
 
   kind = "dmel"
+  needs_files = False  # training-free: the default levels and mel settings need no saved files
 
   def __init__(self, num_levels: int = 16, min_value: float = -7.0, max_value: float = 2.0,
                mel: mel_lib.MelConfig | dict | None = None, griffin_lim_iters: int = 64,

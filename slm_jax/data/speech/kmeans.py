@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse
 
 from slm_jax.data.speech import mel as mel_lib
-from slm_jax.data.speech.base import SpeechTokenizer, register_kind
+from slm_jax.data.speech.base import SpeechTokenizer
 
 CENTROIDS_FILENAME = "centroids.npz"
 
@@ -131,7 +131,6 @@ def kmeans(x_ND: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 
 
 # -- tokenizer --------------------------------------------------------------------------------
 @gin.configurable
-@register_kind
 class KMeansTokenizer(SpeechTokenizer):
   """Nearest-centroid units of pooled log-mel features -> int32[T, 1] at `rate` Hz."""
 

@@ -16,11 +16,10 @@ from typing import Iterator, Optional, Sequence
 import gin
 import numpy as np
 
-from slm_jax.data.speech.base import SpeechTokenizer, register_kind, validate_frames
+from slm_jax.data.speech.base import SpeechTokenizer, validate_frames
 
 
 @gin.configurable
-@register_kind
 class PrecomputedUnits(SpeechTokenizer):
   """Reads externally computed units; `encode` from audio is not possible.
 

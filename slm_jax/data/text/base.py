@@ -15,9 +15,18 @@ from typing import Sequence
 
 import numpy as np
 
+from slm_jax.errors import SlmError
+
+
+class TextVocabError(SlmError, ValueError):
+  """A text vocabulary that cannot be built, loaded or trained as asked."""
+
 
 class TextVocab(abc.ABC):
   """Mixin for seqio.Vocabulary subclasses; see the module docstring."""
+
+  kind: str = ""            # its key in factory.KINDS
+  needs_files: bool = True  # False: the kind is built without a model file (`cls()`)
 
   # Prefix added to every word after the first before encoding it on its own. Tokenizers that
   # mark word starts themselves (sentencepiece's "▁") use "", byte-level ones use " ".

@@ -18,6 +18,8 @@ from slm_jax.data.text.base import TextVocab
 class ByteVocab(TextVocab, seqio.Vocabulary):
   """UTF-8 bytes as ids 0..255 (seqio-usable; no EOS/UNK of its own)."""
 
+  kind = "bytes"
+  needs_files = False
   word_prefix = " "
 
   def __init__(self):

@@ -32,6 +32,7 @@ class HFTokenizerVocab(TextVocab, seqio.Vocabulary):
       often larger than its tokenizer, e.g. Qwen2), so `size` matches config.json's vocab_size.
   """
 
+  kind = "hf_tokenizers"
   word_prefix = " "  # byte-level BPE marks word starts by the preceding space ("Ġword")
 
   def __init__(self, path: str, eos_token: Optional[str] = None, min_size: int = 0):

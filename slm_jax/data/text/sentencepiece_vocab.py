@@ -19,6 +19,7 @@ from slm_jax.data.text.base import TextVocab
 class SentencePieceVocab(TextVocab, seqio.SentencePieceVocabulary):
   """A sentencepiece .model file as a seqio vocabulary with `name` and `encode_words`."""
 
+  kind = "sentencepiece"
   word_prefix = ""  # sentencepiece prepends "▁" to each word itself
 
   def __init__(self, model_file: str, extra_ids: int = 0):
