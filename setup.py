@@ -15,8 +15,8 @@ setuptools.setup(
               + ["slm_jax.tasks", "slm_jax.configs"]),
     package_dir={"slm_jax.tasks": "tasks", "slm_jax.configs": "configs"},
     package_data={"slm_jax.configs": ["**/*.gin"]},
-    # Every third-party package the library imports, and no other (ml-collections: sweeps).
-    # Tested: Python 3.11 with jax 0.10.2, Python 3.12 with jax 0.12; flax 0.12.8.
+    # Every third-party package slm_jax/, tasks/ and bench/ import, and no other (ml-collections:
+    # sweeps, to come). Tested: Python 3.11 with jax 0.10.2, Python 3.12 with jax 0.12; flax 0.12.8.
     install_requires=[
         "jax>=0.10.2,<0.13",
         "flax>=0.12.8,<0.14",
@@ -39,10 +39,11 @@ setuptools.setup(
         "soundfile>=0.14,<0.15",
         "librosa>=0.11,<1.1",
         "scikit-learn>=1.9,<2",
-        "threadpoolctl>=3.1,<4",
+        "threadpoolctl>=3.1,<4",  # bench/data_pipeline.py (`make bench`)
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.11,<4",
         "tqdm>=4.70,<5",
+        "absl-py>=2.1,<3",
         "jiwer>=4.0,<5",
     ],
     extras_require={
