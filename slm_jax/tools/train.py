@@ -27,6 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--gin_param", action="append", default=[],
                  help="a gin binding, e.g. train.total_steps=100 (repeatable)")
   p.add_argument("--workdir", help="checkpoints, TensorBoard logs and operative_config.gin go here")
+  p.add_argument("--hf_checkpoint", default=None, metavar="DIR",
+                 help="start a fresh run's text path from this Hugging Face Llama/Qwen2 directory "
+                      "(sets WarmStart.hf_checkpoint; docs/warm_start.md)")
   p.add_argument("--coordinator_address", default=None, help="HOST:PORT of process 0 (multi-host)")
   p.add_argument("--num_processes", type=int, default=None)
   p.add_argument("--process_id", type=int, default=None)
@@ -54,7 +57,8 @@ def main(argv=None) -> int:
   import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
   # Known errors (a gin typo, a checkpoint of another model, a non-finite loss, ...) end in one
   # message and exit code 2 through cli_errors.run_main.
-  configuration.parse(args.gin_file, args.gin_param)
+  warm = [f"WarmStart.hf_checkpoint = {args.hf_checkpoint!r}"] if args.hf_checkpoint else []
+  configuration.parse(args.gin_file, args.gin_param + warm)
   try:
     loop.train(args.workdir, progress=not args.no_progress)
   except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from slm_jax.train import metrics as metrics_lib
 from slm_jax.train import optimizer as opt_lib
 from slm_jax.train import state as state_lib
 from slm_jax.train import step as step_lib
+from slm_jax.train import warm_start
 from slm_jax.data.synthetic import SyntheticTask
 
 
@@ -125,7 +126,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     stop_after_steps: end this invocation after that many steps without a final save (tests use
       it to simulate an interruption).
   """
-  cfg = build.config_from_gin()
+  cfg = warm_start.model_config(build.config_from_gin())   # the HF text vocabulary, if any
   run = TrainRun(cfg, seed=seed, num_microbatches=num_microbatches)
   is_main = jax.process_index() == 0
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -141,7 +142,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
       train_iter.set_state(data_state)
     logging.info("resumed from %s/%d", ckpt.directory, start)
   else:
-    state, start = run.init_state(), 0
+    state, start = warm_start.init_state(run), 0   # the HF text path, if any: step 0 only
   # Only now: a rerun that a checkpoint refused (another model or vocabulary) must not overwrite
   # the record of the run that wrote it. Every configurable the run uses has been called.
   if is_main:

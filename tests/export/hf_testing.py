@@ -43,3 +43,16 @@ def our_text_logits(model, cfg, ids, segment_ids=None, positions=None):
   codes = jnp.zeros((b, l, v.num_channels - 1), jnp.int32) if v.num_channels > 1 else None
   logits, _ = model.logits(jnp.asarray(ids + v.text_start), jnp.asarray(seg), jnp.asarray(pos), codes)
   return np.asarray(logits)[..., v.text_start:v.text_start + v.text_size]
+
+
+def save_word_tokenizer(path, size=V_TEXT):
+  """A word-level tokenizer.json with `size` ids ("<unk>", "</s>", "w2" .. "w{size-1}") in `path`."""
+  import os  # pylint: disable=import-outside-toplevel
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  words = ["<unk>", "</s>"] + [f"w{i}" for i in range(2, size)]
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
+                                                         unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  tok.decoder = tokenizers.decoders.WordPiece(prefix="##")  # joins words with spaces
+  tok.save(os.path.join(path, "tokenizer.json"))
+  return os.path.join(path, "tokenizer.json")
