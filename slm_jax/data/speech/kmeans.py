@@ -2,10 +2,14 @@
 
 Features: 80 Hz log-mel frames averaged over each unit frame (`rate` Hz, e.g. 25 Hz = 640 samples
 at 16 kHz), optionally stacked with `context` neighbouring unit frames on each side. Clustering is
-our own numpy k-means (k-means++ init on a seeded subsample, then Lloyd iterations in float64
-sums), so the same data and seed give identical centroids. Units can be deduplicated (repeated
-consecutive units collapsed, run lengths returned). Decoding: each unit's centroid mel, held for
-its duration, then Griffin-Lim.
+scikit-learn's: greedy k-means++ on a seeded subsample, then Lloyd's iterations (KMeans) on up to
+`max_points` frames, so the same data and seed give the same centroids. Encoding assigns each
+frame its nearest centroid with one matmul per chunk (`assign`, numpy). Units can be deduplicated
+(repeated consecutive units collapsed, run lengths returned). Decoding: each unit's centroid mel,
+held for its duration, then Griffin-Lim.
+
+Shapes: T unit frames, M mel bins, C units (the codebook size of the one channel), N frames pooled
+over a corpus; a feature has d = M * (2 * context + 1) values.
 """
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from typing import Callable, Optional, Sequence
 
 import gin
 import numpy as np
-import scipy.sparse
 
+from slm_jax.atomic_write import atomic_path
 from slm_jax.data.speech import mel as mel_lib
-from slm_jax.data.speech.base import SpeechTokenizer
+from slm_jax.data.speech.base import SpeechTokenizer, SpeechTokenizerError
 
 CENTROIDS_FILENAME = "centroids.npz"
 
@@ -38,12 +42,12 @@ def pool_frames(mel_TM: np.ndarray, mel_hop: int, unit_hop: int) -> np.ndarray:
   return (sums / np.diff(np.r_[starts, t])[:, None]).astype(np.float32)
 
 
-def stack_context(x_TD: np.ndarray, context: int) -> np.ndarray:
-  """[T, D] -> [T, D * (2 * context + 1)]: each frame with `context` neighbours (edge padded)."""
+def stack_context(mel_TM: np.ndarray, context: int) -> np.ndarray:
+  """[T, M] -> [T, M * (2 * context + 1)]: each frame with `context` neighbours (edge padded)."""
   if context == 0:
-    return x_TD
-  padded = np.pad(x_TD, ((context, context), (0, 0)), mode="edge")
-  t = x_TD.shape[0]
+    return mel_TM
+  padded = np.pad(mel_TM, ((context, context), (0, 0)), mode="edge")
+  t = mel_TM.shape[0]
   return np.concatenate([padded[i:i + t] for i in range(2 * context + 1)], axis=1)
 
 
@@ -60,73 +64,47 @@ def dedup_units(units_T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- k-means ----------------------------------------------------------------------------------
-def _sq_dists(x_ND: np.ndarray, c_KD: np.ndarray, c_sq_K: np.ndarray) -> np.ndarray:
-  return np.maximum(c_sq_K[None, :] - 2.0 * (x_ND @ c_KD.T) + np.einsum("nd,nd->n", x_ND, x_ND)[:, None], 0.0)
-
-
-def assign(x_ND: np.ndarray, c_KD: np.ndarray, chunk: int = 65536) -> np.ndarray:
-  """Nearest centroid of each row -> int32[N] (ties -> lowest index)."""
-  c_sq = np.einsum("kd,kd->k", c_KD, c_KD)
-  out = np.empty([x_ND.shape[0]], np.int32)
-  for s in range(0, x_ND.shape[0], chunk):
-    xs = x_ND[s:s + chunk]
+def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
+  """Nearest centroid of each row: x float[N, d], centroids float[C, d] -> int32[N] (ties ->
+  lowest index). The encode-time hot path: one matmul per chunk, no per-call set-up."""
+  c_sq = np.einsum("cd,cd->c", centroids, centroids)
+  out = np.empty([x.shape[0]], np.int32)
+  for s in range(0, x.shape[0], chunk):
+    xs = x[s:s + chunk]
     # ||c||^2 - 2 x.c is enough for the argmin (||x||^2 is constant per row).
-    out[s:s + chunk] = np.argmin(c_sq[None, :] - 2.0 * (xs @ c_KD.T), axis=1)
+    out[s:s + chunk] = np.argmin(c_sq[None, :] - 2.0 * (xs @ centroids.T), axis=1)
   return out
 
 
-def _kmeans_pp(x_ND: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-  n = x_ND.shape[0]
-  idx = [int(rng.integers(n))]
-  d2 = _sq_dists(x_ND, x_ND[idx], np.einsum("kd,kd->k", x_ND[idx], x_ND[idx]))[:, 0]
-  for _ in range(1, k):
-    total = d2.sum()
-    if total <= 0:  # fewer distinct points than k: pick unused points in order
-      nxt = next(i for i in range(n) if i not in set(idx))
-    else:
-      nxt = int(np.searchsorted(np.cumsum(d2 / total), rng.random()))
-      nxt = min(nxt, n - 1)
-    idx.append(nxt)
-    c = x_ND[nxt:nxt + 1]
-    d2 = np.minimum(d2, _sq_dists(x_ND, c, np.einsum("kd,kd->k", c, c))[:, 0])
-  return x_ND[idx].copy()
-
-
 @gin.configurable
-def kmeans(x_ND: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 25,
+def kmeans(x: np.ndarray, num_clusters: int, seed: int = 0, num_iters: int = 25,
            max_points: int = 200_000, init_points: int = 20_000, tol: float = 1e-4,
            log_fn: Optional[Callable[[str], None]] = None) -> np.ndarray:
-  """Deterministic k-means -> centroids float32[num_clusters, D]; `log_fn` gets progress lines."""
-  x_ND = np.asarray(x_ND, np.float32)
-  n = x_ND.shape[0]
+  """k-means of rows x float[N, d] -> centroids float32[num_clusters, d], by scikit-learn.
+
+  Greedy k-means++ seeds on `init_points` rows drawn with `seed`, then at most `num_iters` Lloyd
+  iterations (sklearn KMeans, `tol` its center-shift tolerance) over at most `max_points` rows.
+  Deterministic in `seed`; `log_fn` gets a summary line.
+  """
+  from sklearn.cluster import KMeans, kmeans_plusplus  # pylint: disable=import-outside-toplevel
+  x = np.asarray(x, np.float32)
+  n = x.shape[0]
   if n < num_clusters:
-    raise ValueError(f"k-means needs at least num_units={num_clusters} feature frames, got {n}: "
-                     "fit on more audio or use fewer units")
+    raise SpeechTokenizerError(
+        f"k-means needs at least num_units={num_clusters} feature frames, got {n}: fit on more "
+        "audio or use fewer units")
   rng = np.random.default_rng(seed)
   if n > max_points:
-    x_ND = x_ND[np.sort(rng.choice(n, max_points, replace=False))]
+    x = x[np.sort(rng.choice(n, max_points, replace=False))]
     n = max_points
-  init = x_ND if n <= init_points else x_ND[np.sort(rng.choice(n, init_points, replace=False))]
-  c_KD = _kmeans_pp(init, num_clusters, rng)
-  prev = np.inf
-  for it in range(num_iters):
-    a = assign(x_ND, c_KD)
-    counts = np.bincount(a, minlength=num_clusters)
-    onehot_KN = scipy.sparse.csr_matrix((np.ones(n), (a, np.arange(n))), shape=(num_clusters, n))
-    sums = onehot_KN @ x_ND.astype(np.float64)
-    empty = counts == 0
-    c_KD = np.where(empty[:, None], c_KD, sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-    if empty.any():  # re-seed empty clusters with the points farthest from their centroid
-      d = np.einsum("nd,nd->n", x_ND - c_KD[a], x_ND - c_KD[a])
-      far = np.argsort(-d, kind="stable")[:int(empty.sum())]
-      c_KD[np.flatnonzero(empty)] = x_ND[far]
-    inertia = float(np.einsum("nd,nd->", x_ND - c_KD[a], x_ND - c_KD[a]))
-    if log_fn:
-      log_fn(f"k-means iteration {it + 1}/{num_iters}: mean squared distance {inertia / n:.4f}")
-    if np.isfinite(prev) and prev - inertia <= tol * prev:
-      break
-    prev = inertia
-  return c_KD
+  init_x = x if n <= init_points else x[np.sort(rng.choice(n, init_points, replace=False))]
+  init, _ = kmeans_plusplus(init_x, num_clusters, random_state=seed)
+  fit = KMeans(num_clusters, init=init, n_init=1, max_iter=num_iters, tol=tol,
+               random_state=seed).fit(x)
+  if log_fn:
+    log_fn(f"k-means: {fit.n_iter_} of at most {num_iters} iterations, mean squared distance "
+           f"{fit.inertia_ / n:.4f}")
+  return np.asarray(fit.cluster_centers_, np.float32)
 
 
 # -- tokenizer --------------------------------------------------------------------------------
@@ -148,8 +126,9 @@ class KMeansTokenizer(SpeechTokenizer):
     self.centroids = np.asarray(centroids, np.float32)
     dim = self.mel.n_mels * (2 * self.context + 1)
     if self.centroids.ndim != 2 or self.centroids.shape[1] != dim:
-      raise ValueError(f"centroids must be [num_units, {dim}] for n_mels={self.mel.n_mels}, "
-                       f"context={self.context}; got {self.centroids.shape}")
+      raise SpeechTokenizerError(
+          f"centroids must be [num_units, {dim}] for n_mels={self.mel.n_mels}, "
+          f"context={self.context}; got {self.centroids.shape}")
     self.griffin_lim_iters = int(griffin_lim_iters)
     self.mel_inversion = mel_inversion
 
@@ -178,12 +157,12 @@ class KMeansTokenizer(SpeechTokenizer):
 
   def num_frames(self, num_samples: int) -> int:
     if self.dedup:
-      raise ValueError("with dedup=True the number of units depends on the audio")
+      raise SpeechTokenizerError("with dedup=True the number of units depends on the audio")
     t_mel = self.mel.num_frames(num_samples)
     return 0 if t_mel == 0 else ((t_mel - 1) * self.mel.hop_length) // self.unit_hop + 1
 
   def features_batch(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[np.ndarray]:
-    """Pooled (and context-stacked) log-mel features float32[T_i, D] of each utterance."""
+    """Pooled (and context-stacked) log-mel features float32[T_i, d] of each utterance."""
     mels = mel_lib.log_mel_batch([self.prepare(a, sample_rate) for a in audios], self.mel)
     return [stack_context(pool_frames(m, self.mel.hop_length, self.unit_hop), self.context)
             for m in mels]
@@ -209,8 +188,8 @@ class KMeansTokenizer(SpeechTokenizer):
     units = self.check_frames(frames_TK)[:, 0]
     if run_lengths is not None:
       units = np.repeat(units, np.asarray(run_lengths))
-    d = self.mel.n_mels
-    unit_mel = self.centroids[:, self.context * d:(self.context + 1) * d]  # centre block
+    m = self.mel.n_mels
+    unit_mel = self.centroids[:, self.context * m:(self.context + 1) * m]  # centre block [C, M]
     t_mel = -(-units.shape[0] * self.unit_hop // self.mel.hop_length)
     which = (np.arange(t_mel) * self.mel.hop_length) // self.unit_hop
     return mel_lib.mel_to_audio(unit_mel[units[which]], self.mel, n_iter=self.griffin_lim_iters,
@@ -223,10 +202,9 @@ class KMeansTokenizer(SpeechTokenizer):
             "mel_inversion": self.mel_inversion, "num_units": self.num_units}
 
   def save_arrays(self, directory: str) -> None:
-    path = os.path.join(directory, CENTROIDS_FILENAME)
-    with open(path + ".tmp", "wb") as f:
-      np.savez(f, centroids=self.centroids)
-    os.replace(path + ".tmp", path)
+    with atomic_path(os.path.join(directory, CENTROIDS_FILENAME)) as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, centroids=self.centroids)
 
   @classmethod
   def from_saved(cls, config: dict, directory: str) -> "KMeansTokenizer":
@@ -238,15 +216,17 @@ class KMeansTokenizer(SpeechTokenizer):
     with np.load(path) as z:
       centroids = z["centroids"]
     if num_units is not None and centroids.shape[0] != num_units:
-      raise ValueError(f"{path} has {centroids.shape[0]} centroids, the spec says {num_units}")
+      raise SpeechTokenizerError(f"{path} has {centroids.shape[0]} centroids, the spec says "
+                                 f"{num_units}")
     return cls(centroids, **config)
 
 
 def _unit_hop(cfg: mel_lib.MelConfig, rate: float) -> int:
   hop = cfg.sample_rate / rate
   if abs(hop - round(hop)) > 1e-6 or round(hop) < cfg.hop_length:
-    raise ValueError(f"unit rate {rate} Hz must divide the sample rate {cfg.sample_rate} into a "
-                     f"whole hop >= the mel hop {cfg.hop_length} (e.g. 12.5, 25, 40, 50, 80 Hz)")
+    raise SpeechTokenizerError(
+        f"unit rate {rate} Hz must divide the sample rate {cfg.sample_rate} into a whole hop >= "
+        f"the mel hop {cfg.hop_length} (e.g. 12.5, 25, 40, 50, 80 Hz)")
   return int(round(hop))
 
 
