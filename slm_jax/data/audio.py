@@ -14,10 +14,12 @@ from typing import Any, Callable, Optional
 import gin
 import numpy as np
 
+from slm_jax.errors import SlmError
+
 log = logging.getLogger(__name__)
 
 
-class AudioError(ValueError):
+class AudioError(SlmError, ValueError):
   """A file or array could not be used as audio; the message names it and the problem."""
 
 
