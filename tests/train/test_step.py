@@ -23,20 +23,25 @@ def _opts(**kw):
   return optimizer.OptimizerOptions(eps=1e-3, **kw)
 
 
-def _one_step(cfg, mesh_shape, num_microbatches=1, opts=None, seed=0):
+def _one_step(cfg, mesh_shape, num_microbatches=1, opts=None, seed=0, evaluate=False):
+  """(params before, params after, metrics, state); with `evaluate`, + the eval step's metrics of
+  the params before the step."""
   mesh = mesh_of(mesh_shape)
   run = loop.TrainRun(cfg, mesh=mesh, schedule=LR, num_microbatches=num_microbatches,
                       optimizer_options=opts or _opts())
   state = run.init_state()
   (batch,) = batches(cfg, mesh, seed=seed)
   before = jax.device_get(state.params)
+  evaluated = (loss_lib.metrics_from_sums(jax.device_get(run.eval_sums(state.params, batch)))
+               if evaluate else None)
   state, metrics = run.train_step(state, batch)
-  return before, jax.device_get(state.params), jax.device_get(metrics), state
+  out = before, jax.device_get(state.params), jax.device_get(metrics), state
+  return out + (evaluated,) if evaluate else out
 
 
 @pytest.fixture(scope="module")
 def reference():
-  return _one_step(tiny_config(), dict(data=1))
+  return _one_step(tiny_config(), dict(data=1), evaluate=True)
 
 
 def _mesh_id(m):
@@ -45,7 +50,7 @@ def _mesh_id(m):
 
 @pytest.mark.parametrize("mesh_shape", MESHES, ids=_mesh_id)
 def test_same_step_on_every_mesh(reference, mesh_shape):
-  _, ref_params, ref_metrics, _ = reference
+  _, ref_params, ref_metrics, _, _ = reference
   before, params, metrics, state = _one_step(tiny_config(), mesh_shape)
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
   np.testing.assert_allclose(metrics["grad_norm"], ref_metrics["grad_norm"], rtol=1e-4)
@@ -58,22 +63,16 @@ def test_same_step_on_every_mesh(reference, mesh_shape):
 
 
 def test_grad_accumulation_equals_large_batch(reference):
-  _, ref_params, ref_metrics, _ = reference
+  _, ref_params, ref_metrics, _, _ = reference
   _, params, metrics, _ = _one_step(tiny_config(), dict(data=1), num_microbatches=4)
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
   np.testing.assert_allclose(metrics["loss/text_ce"], ref_metrics["loss/text_ce"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), params, ref_params)
 
 
-def test_eval_step_and_train_step_compute_the_same_loss():
+def test_eval_step_and_train_step_compute_the_same_loss(reference):
   """Both steps call models/loss.lm_loss: on the same params and batch their metrics agree."""
-  cfg = tiny_config()
-  mesh = mesh_of(dict(data=1))
-  run = loop.TrainRun(cfg, mesh=mesh, schedule=LR, optimizer_options=_opts())
-  state = run.init_state()
-  (batch,) = batches(cfg, mesh, seed=3)
-  evaluated = loss_lib.metrics_from_sums(jax.device_get(run.eval_sums(state.params, batch)))
-  _, trained = run.train_step(state, batch)          # metrics of the params before the update
+  _, _, trained, _, evaluated = reference    # train metrics are of the params before the update
   for key in ("loss/ce", "loss/text_ce", "loss/speech_ce", "accuracy", "tokens/weight"):
     np.testing.assert_allclose(evaluated[key], trained[key], rtol=1e-6, err_msg=key)
   np.testing.assert_allclose(trained["loss"], evaluated["loss/ce"], rtol=1e-6)  # no z-loss, K = 1
