@@ -19,9 +19,12 @@ PACKAGED_DIRS = ("slm_jax", "tasks", "configs")
 TINY = ["TOTAL_STEPS=2", "ModelConfig.num_layers=1", "ModelConfig.embed_dim=32",
         "ModelConfig.mlp_dim=64", "ModelConfig.head_dim=8", "SEQ_LEN=32", "train.eval_every=0"]
 WHERE = """
-import json, slm_jax, slm_jax.tasks, slm_jax.configuration as c
+import importlib.metadata, json, slm_jax, slm_jax.tasks, slm_jax.configuration as c
+scripts = [ep for ep in importlib.metadata.distribution("slm_jax").entry_points
+           if ep.group == "console_scripts"]
 print(json.dumps({"slm_jax": slm_jax.__file__, "tasks": slm_jax.tasks.__file__,
-                  "configs": c.CONFIGS_DIR, "gin_files": c.available_configs()}))
+                  "configs": c.CONFIGS_DIR, "gin_files": c.available_configs(),
+                  "scripts": {ep.name: callable(ep.load()) for ep in scripts}}))
 """
 
 
@@ -90,13 +93,15 @@ def test_wheel_installs_and_trains_from_any_directory(tmp_path):
   assert where["slm_jax"].startswith(site) and where["tasks"].startswith(site), where
   assert where["configs"] == os.path.join(site, "slm_jax", "configs"), where
   assert {"runs/demo_synthetic.gin", "models/tiny.gin", "mesh/fsdp.gin"} <= set(where["gin_files"])
+  assert {"slm-train", "slm-data", "slm-export"} <= set(where["scripts"]), where["scripts"]
+  assert all(where["scripts"].values()), where["scripts"]  # every entry point imports
 
   slm_train = os.path.join(os.path.dirname(python), "slm-train")
   out = _check([slm_train, "--gin_file=runs/demo_synthetic.gin", "--workdir=run", "--no_progress"]
                + [f"--gin_param={p}" for p in TINY], cwd)
   assert "done at step 2" in out, out
   assert os.path.exists(cwd / "run" / "checkpoints" / "2")
-  for script in ("slm-data", "slm-export"):
+  for script in where["scripts"]:
     assert os.path.exists(os.path.join(os.path.dirname(python), script)), script
 
 
