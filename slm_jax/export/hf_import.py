@@ -33,7 +33,7 @@ from slm_jax.unified_vocab import (BOS_ID, DEFAULT_NUM_RESERVED, DEFAULT_SPECIAL
                                    UnifiedVocab)
 
 # ModelConfig fields that come from the checkpoint and may not be overridden.
-_FROM_CHECKPOINT = ("vocab", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
+FROM_CHECKPOINT = ("vocab", "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                     "mlp_dim", "rope_theta", "norm_eps", "tie_embeddings", "qkv_bias")
 
 
@@ -93,7 +93,7 @@ def hf_config_to_model_config(hf: dict, vocab: UnifiedVocab, **overrides) -> Mod
   """
   arch = _architecture(hf)
   _check_supported(hf, arch)
-  clash = sorted(set(overrides) & set(_FROM_CHECKPOINT))
+  clash = sorted(set(overrides) & set(FROM_CHECKPOINT))
   if clash:
     raise HFImportError(f"{clash} come from the checkpoint's config.json and cannot be overridden")
   if vocab.text_size != hf["vocab_size"]:
@@ -124,7 +124,7 @@ def check_model_config(cfg: ModelConfig, hf: dict, where: str = "the checkpoint"
     raise HFImportError(f"UnifiedVocab.text_size is {cfg.vocab.text_size} but {where} has vocab_size="
                         f"{hf.get('vocab_size')}; set UnifiedVocab.text_size = {hf.get('vocab_size')}")
   expected = hf_config_to_model_config(hf, cfg.vocab, text_tower_layers=cfg.text_tower_layers)
-  fields = [f for f in _FROM_CHECKPOINT if f != "vocab" and getattr(cfg, f) != getattr(expected, f)]
+  fields = [f for f in FROM_CHECKPOINT if f != "vocab" and getattr(cfg, f) != getattr(expected, f)]
   if fields:
     diffs = "; ".join(f"{f} is {getattr(cfg, f)!r}, needs {getattr(expected, f)!r}" for f in fields)
     fix = "\n  ".join(f"ModelConfig.{f} = {getattr(expected, f)!r}" for f in fields)

@@ -15,12 +15,19 @@ With a checkpoint directory set (config.json, safetensors weights, tokenizer.jso
   other rows of the tables start at the mean HF row, and speech-only parameters (speech tower,
   extra channel tables and heads) keep their fresh init. A resumed run restores its own
   checkpoint and never reads the HF weights again.
+
+    python -m slm_jax.train.warm_start DIR
+
+prints the ModelConfig and UnifiedVocab gin bindings that fit DIR (for the model's gin file, and
+for `slm-data cache`, whose caches must carry the same vocabulary).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
+import sys
 
 import gin
 import jax
@@ -79,7 +86,10 @@ def _gin_bound(name: str) -> bool:
 
 def text_vocabulary(opts: WarmStart, hf: dict):
   """The HF tokenizer as the run's text vocabulary, padded to the checkpoint's vocab_size."""
-  from slm_jax.data.text.hf_vocab import HFTokenizerVocab  # pylint: disable=import-outside-toplevel
+  # Imported here, not with this module: it brings TensorFlow (seqio), which a run without a warm
+  # start does not need. Its gin configurables register while slm-train's config is locked.
+  with gin.unlock_config():
+    from slm_jax.data.text.hf_vocab import HFTokenizerVocab  # pylint: disable=import-outside-toplevel
   path = _tokenizer_file(opts)
   rows = int(hf["vocab_size"])
   text = HFTokenizerVocab(path, min_size=rows)
@@ -141,3 +151,29 @@ def init_state(run, opts: WarmStart | None = None):
   opt_state = jax.jit(run.optimizer.init, out_shardings=run.state_shardings.opt_state)(params)
   logging.info("warm start: text path from %s", opts.hf_checkpoint)
   return state.replace(params=params, opt_state=opt_state)
+
+
+def gin_bindings(hf_checkpoint: str, tokenizer: str = "") -> list[str]:
+  """The ModelConfig and UnifiedVocab bindings that fit the checkpoint (no text/speech towers)."""
+  opts = WarmStart(hf_checkpoint=hf_checkpoint, tokenizer=tokenizer)
+  hf = hf_import.read_hf_config(hf_checkpoint)
+  text = text_vocabulary(opts, hf)
+  cfg = hf_import.hf_config_to_model_config(hf, UnifiedVocab(text_size=text.size))
+  lines = [f"ModelConfig.{f} = {getattr(cfg, f)!r}" for f in hf_import.FROM_CHECKPOINT if f != "vocab"]
+  return lines + [f"UnifiedVocab.text_size = {text.size}",
+                  f"UnifiedVocab.text_vocab_name = {text.name!r}"]
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m slm_jax.train.warm_start",
+                              description="Prints the gin bindings that fit a Hugging Face checkpoint.")
+  p.add_argument("hf_checkpoint", help="a Hugging Face Llama/Qwen2 model directory")
+  p.add_argument("--tokenizer", default="", help="its tokenizer.json (default: in the directory)")
+  args = p.parse_args(argv)
+  print("\n".join(gin_bindings(args.hf_checkpoint, args.tokenizer)))
+  return 0
+
+
+if __name__ == "__main__":
+  from slm_jax.tools import cli_errors  # pylint: disable=import-outside-toplevel
+  sys.exit(cli_errors.run_main("warm_start", main))

@@ -2,6 +2,7 @@
 resuming never re-imports; the vocabulary comes from the HF tokenizer; mismatches are clear errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -186,6 +187,18 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
     warm_start.model_config(build.config_from_gin())
 
 
+def test_printed_bindings_fit_the_checkpoint(hf_dir, capsys):
+  _, path = hf_dir
+  assert warm_start.main([path]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert "ModelConfig.embed_dim = 32" in lines and "ModelConfig.tie_embeddings = False" in lines
+  assert f"UnifiedVocab.text_size = {V_TEXT}" in lines
+  configuration.parse(["runs/pretrain.gin"], lines + [f"WarmStart.hf_checkpoint = '{path}'"],
+                      finalize=False)
+  cfg = warm_start.model_config(build.config_from_gin())   # fits: no error
+  assert f"UnifiedVocab.text_vocab_name = {cfg.vocab.text_vocab_name!r}" in lines
+
+
 def test_without_warm_start_nothing_changes():
   _parse(None, ["TOTAL_STEPS = 1"])
   cfg = build.config_from_gin()
@@ -210,6 +223,6 @@ def test_slm_train_flag_end_to_end(tmp_path, hf_dir):
   with open(tmp_path / "cli" / "vocab_spec.json") as f:
     assert json.load(f)["text_size"] == V_TEXT
   with open(tmp_path / "cli" / "operative_config.gin") as f:
-    assert f"WarmStart.hf_checkpoint = '{path}'" in f.read()
+    assert re.search(rf"WarmStart.hf_checkpoint = [\\\s]*'{re.escape(path)}'", f.read())
   bad = slm_train(tmp_path / "bad", "ModelConfig.embed_dim = 64")
   assert bad.returncode == 2 and "ModelConfig.embed_dim = 32" in bad.stderr, bad.stderr[-3000:]
