@@ -59,6 +59,7 @@ setuptools.setup(
             "slm-train=slm_jax.tools.train:run",
             "slm-data=slm_jax.tools.data:run",
             "slm-export=slm_jax.tools.export:run",
+            "slm-generate=slm_jax.tools.generate:run",
         ],
     },
 )
