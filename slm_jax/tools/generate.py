@@ -27,9 +27,9 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import sys
 
-import numpy as np
 
 from slm_jax.errors import SlmError
 from slm_jax.tools import cli_errors
@@ -129,7 +129,7 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
       slots=max(1, min(args.slots, len(built))), max_length=args.max_length,
       sampling_config=sampling.SamplingConfig(args.temperature, args.top_k, args.top_p),
       cache_dtype=args.cache_dtype)
-  logging.info("%s", engine.memory_report())
+  print(f"{PROG}: {engine.memory_report()}", file=sys.stderr)
   reqs = [batching.Request(p.ids, p.codes, p.mode, args.max_new_tokens, args.seed + i, tag=i)
           for i, (p, _) in enumerate(built)]
   for r in reqs:     # check every prompt fits before decoding any
@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     cm = Session.from_workdir(args.workdir, step=args.step)
   with cm as session:
     run_generation(session, requests, args)
+  peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+  print(f"{PROG}: peak host memory {peak_mib:.0f} MiB", file=sys.stderr)
   return 0
 
 
