@@ -30,7 +30,6 @@ import os
 import resource
 import sys
 
-
 from slm_jax.errors import SlmError
 from slm_jax.tools import cli_errors
 
