@@ -22,7 +22,7 @@ import seqio
 from slm_jax.data.templates import TEMPLATES, Template
 from slm_jax.data.templates.preprocessors import apply_template
 from slm_jax.data.tokenize import tokenize_utterance
-from slm_jax.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab, VocabMismatchError
 from slm_jax.tasks.features import output_features
 
 
@@ -36,22 +36,26 @@ def task_unified_vocab(text_vocab=None, speech_tokenizer=None) -> UnifiedVocab:
   vocab = UnifiedVocab()
   if text_vocab is not None:
     if text_vocab.size > vocab.text_size:
-      raise ValueError(f"text vocabulary {text_vocab.name} has {text_vocab.size} ids but "
-                       f"UnifiedVocab.text_size is {vocab.text_size}; set UnifiedVocab.text_size "
-                       f"= {text_vocab.size} (configs/models/*.gin)")
+      raise VocabMismatchError(
+          f"text vocabulary {text_vocab.name} has {text_vocab.size} ids but UnifiedVocab.text_size "
+          f"is {vocab.text_size}; set UnifiedVocab.text_size = {text_vocab.size} "
+          "(configs/models/*.gin)")
     if vocab.text_vocab_name and vocab.text_vocab_name != text_vocab.name:
-      raise ValueError(f"UnifiedVocab.text_vocab_name is {vocab.text_vocab_name!r} but the task's "
-                       f"text vocabulary is {text_vocab.name!r}")
+      raise VocabMismatchError(
+          f"UnifiedVocab.text_vocab_name is {vocab.text_vocab_name!r} but the task's text "
+          f"vocabulary is {text_vocab.name!r}")
   if speech_tokenizer is not None:
     sizes = tuple(speech_tokenizer.codebook_sizes)
     if len(sizes) != vocab.num_channels or any(
         a > b for a, b in zip(sizes, vocab.speech_codebook_sizes)):
-      raise ValueError(f"speech tokenizer {speech_tokenizer.name} has codebooks {sizes} but "
-                       f"UnifiedVocab.speech_codebook_sizes is {vocab.speech_codebook_sizes}; set "
-                       f"UnifiedVocab.speech_codebook_sizes = {sizes}")
+      raise VocabMismatchError(
+          f"speech tokenizer {speech_tokenizer.name} has codebooks {sizes} but "
+          f"UnifiedVocab.speech_codebook_sizes is {vocab.speech_codebook_sizes}; set "
+          f"UnifiedVocab.speech_codebook_sizes = {sizes}")
     if vocab.speech_tokenizer_name and vocab.speech_tokenizer_name != speech_tokenizer.name:
-      raise ValueError(f"UnifiedVocab.speech_tokenizer_name is {vocab.speech_tokenizer_name!r} "
-                       f"but the task's speech tokenizer is {speech_tokenizer.name!r}")
+      raise VocabMismatchError(
+          f"UnifiedVocab.speech_tokenizer_name is {vocab.speech_tokenizer_name!r} but the task's "
+          f"speech tokenizer is {speech_tokenizer.name!r}")
   return vocab
 
 

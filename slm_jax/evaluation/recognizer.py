@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from slm_jax.data import audio as audio_lib
+from slm_jax.errors import SlmError
 
 SAMPLE_RATE = 16000  # the bundled en-us acoustic model
 
 
-class RecognizerUnavailableError(RuntimeError):
+class RecognizerUnavailableError(SlmError, RuntimeError):
   """pocketsphinx (the `asr` extra) is not installed."""
 
 

@@ -71,7 +71,7 @@ def test_train_spm(tmp_path, capsys):
   (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
   assert data_cli.main(["train-spm", "--input", str(tmp_path / "c.txt"), "--vocab_size", "40",
                         "--out", str(tmp_path / "m")]) == 0
-  assert (tmp_path / "m.model").exists()
+  assert sorted(os.listdir(tmp_path)) == ["c.txt", "m.model", "m.vocab"]  # no temporaries left
   assert "sentencepiece:" in capsys.readouterr().out
 
 

@@ -22,16 +22,17 @@ from typing import Iterable, Optional
 import numpy as np
 
 from slm_jax.data.cache import records
+from slm_jax.errors import SlmError
 from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 
 INFO_FILENAME = "cache_info.json"
 
 
-class IncompleteCacheError(FileNotFoundError):
+class IncompleteCacheError(SlmError, FileNotFoundError):
   """The directory is not a complete cache (interrupted write, or the wrong path)."""
 
 
-class ExampleError(ValueError):
+class ExampleError(SlmError, ValueError):
   """An example does not follow contract section 3; the message names the example and the field."""
 
 

@@ -15,12 +15,14 @@ import struct
 
 import numpy as np
 
+from slm_jax.errors import SlmError
+
 MAGIC = b"SLM1"
 FORMAT_NAME = "slm1"
 _HEADER = struct.Struct("<4sII")
 
 
-class RecordFormatError(ValueError):
+class RecordFormatError(SlmError, ValueError):
   """A record is not in the slm1 format (wrong file, or a cache made by another tool)."""
 
 
@@ -29,14 +31,15 @@ def encode(example: dict) -> bytes:
   tokens = np.asarray(example["tokens"], dtype=np.int32)
   loss_mask = np.asarray(example["loss_mask"], dtype=np.float32)
   if tokens.ndim != 1 or loss_mask.shape != tokens.shape:
-    raise ValueError(f"tokens must be [N] and loss_mask [N]; got {tokens.shape} and {loss_mask.shape}")
+    raise RecordFormatError(f"tokens must be [N] and loss_mask [N]; got {tokens.shape} and "
+                            f"{loss_mask.shape}")
   n = tokens.shape[0]
   codes = example.get("speech_codes")
   if codes is None:
     codes = np.zeros((n, 0), np.int32)
   codes = np.asarray(codes, dtype=np.int32)
   if codes.ndim != 2 or codes.shape[0] != n:
-    raise ValueError(f"speech_codes must be [N={n}, K-1]; got {codes.shape}")
+    raise RecordFormatError(f"speech_codes must be [N={n}, K-1]; got {codes.shape}")
   return b"".join((_HEADER.pack(MAGIC, n, codes.shape[1]), tokens.tobytes(), loss_mask.tobytes(),
                    np.ascontiguousarray(codes).tobytes()))
 

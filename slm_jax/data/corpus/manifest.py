@@ -1,4 +1,4 @@
-"""On-disk layout of a corpus folder, atomic writes, and the reader other stages use.
+"""On-disk layout of a corpus folder, its (atomic) writers, and the reader other stages use.
 
 ```
 DIR/audio/<split>/<id>.wav       16 kHz int16 mono
@@ -10,12 +10,12 @@ DIR/build_info.json              counts, hours, voices, seed
 """
 import json
 import os
-import tempfile
 from typing import Any, Iterator
 
 import numpy as np
 import soundfile as sf
 
+from slm_jax.atomic_write import atomic_path, atomic_write
 from slm_jax.data import audio as audio_lib
 
 SPLITS = ("train", "validation", "test", "test_real")
@@ -26,25 +26,12 @@ def manifest_path(corpus_dir: str, split: str) -> str:
   return os.path.join(corpus_dir, f"manifest_{split}.jsonl")
 
 
-def _atomic(path: str, write_fn, mode: str = "w") -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-  try:
-    with os.fdopen(fd, mode) as f:
-      write_fn(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def write_text(path: str, text: str) -> None:
-  _atomic(path, lambda f: f.write(text))
+  atomic_write(path, text)
 
 
 def write_json(path: str, obj: Any) -> None:
-  _atomic(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True))
+  atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -52,8 +39,8 @@ def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> N
   audio = np.asarray(audio)
   if audio.dtype != np.int16 or audio.ndim != 1:
     raise ValueError(f"write_wav wants int16[S] mono audio, got {audio.dtype}{list(audio.shape)}")
-  _atomic(path, lambda f: sf.write(f, audio, sample_rate, subtype="PCM_16", format="WAV"),
-          mode="wb")
+  with atomic_path(path, suffix=".wav") as tmp:
+    sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
 def write_manifest(corpus_dir: str, split: str, records: list[dict]) -> None:

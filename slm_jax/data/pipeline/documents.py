@@ -21,9 +21,15 @@ import numpy as np
 
 import grain.experimental as gex
 
+from slm_jax.errors import SlmError
+
 DOC_FEATURES = ("tokens", "targets", "loss_weights")
 CODE_FEATURES = ("speech_codes", "target_speech_codes")
 POLICIES = ("split", "drop", "truncate")
+
+
+class LongDocumentError(SlmError, ValueError):
+  """An unknown long-document policy, or a document that needs more rows than allowed."""
 
 
 def to_document(example: dict) -> dict:
@@ -47,7 +53,7 @@ class LongDocumentPolicy(gex.FlatMapTransform):
 
   def __init__(self, seq_len: int, policy: str = "split", max_pieces: int = 64):
     if policy not in POLICIES:
-      raise ValueError(f"long_documents={policy!r}; choose one of {POLICIES}")
+      raise LongDocumentError(f"long_documents={policy!r}; choose one of {POLICIES}")
     self.seq_len, self.policy = seq_len, policy
     self.max_fan_out = max_pieces if policy == "split" else 1
     self.num_dropped, self.num_dropped_tokens, self.num_split = 0, 0, 0
@@ -70,7 +76,7 @@ class LongDocumentPolicy(gex.FlatMapTransform):
       return [{k: v[:self.seq_len] for k, v in doc.items()}]
     pieces = -(-n // self.seq_len)
     if pieces > self.max_fan_out:
-      raise ValueError(f"a document of {n} positions needs {pieces} rows of {self.seq_len}, more "
+      raise LongDocumentError(f"a document of {n} positions needs {pieces} rows of {self.seq_len}, more "
                        f"than max_pieces={self.max_fan_out}; raise max_pieces, use a longer seq_len, "
                        "or long_documents='drop'")
     with self._lock:

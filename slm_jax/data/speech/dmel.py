@@ -15,7 +15,7 @@ import gin
 import numpy as np
 
 from slm_jax.data.speech import mel as mel_lib
-from slm_jax.data.speech.base import SpeechTokenizer
+from slm_jax.data.speech.base import SpeechTokenizer, SpeechTokenizerError
 
 
 @gin.configurable
@@ -29,9 +29,9 @@ class DMelTokenizer(SpeechTokenizer):
                mel: mel_lib.MelConfig | dict | None = None, griffin_lim_iters: int = 64,
                mel_inversion: str = "nnls"):
     if num_levels < 2:
-      raise ValueError(f"num_levels must be >= 2, got {num_levels}")
+      raise SpeechTokenizerError(f"num_levels must be >= 2, got {num_levels}")
     if not max_value > min_value:
-      raise ValueError(f"max_value ({max_value}) must exceed min_value ({min_value})")
+      raise SpeechTokenizerError(f"max_value ({max_value}) must exceed min_value ({min_value})")
     self.num_levels = int(num_levels)
     self.min_value = float(min_value)
     self.max_value = float(max_value)

@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Sequence
 import gin
 import numpy as np
 
-from slm_jax.data.speech.base import SpeechTokenizer, validate_frames
+from slm_jax.data.speech.base import SpeechTokenizer, SpeechTokenizerError, validate_frames
 
 
 @gin.configurable
@@ -36,11 +36,11 @@ class PrecomputedUnits(SpeechTokenizer):
   def __init__(self, source_name: str, codebook_sizes: Sequence[int], frame_rate: float,
                sample_rate: int = 16000, root: Optional[str] = None):
     if not source_name:
-      raise ValueError("precomputed units need a source_name naming the external tokenizer")
+      raise SpeechTokenizerError("precomputed units need a source_name naming the external tokenizer")
     self.source_name = source_name
     self._codebook_sizes = tuple(int(c) for c in codebook_sizes)
     if not self._codebook_sizes or min(self._codebook_sizes) < 1:
-      raise ValueError(f"codebook_sizes must list K >= 1 sizes >= 1, got {codebook_sizes}")
+      raise SpeechTokenizerError(f"codebook_sizes must list K >= 1 sizes >= 1, got {codebook_sizes}")
     self._frame_rate = float(frame_rate)
     self._sample_rate = int(sample_rate)
     self.root = root
@@ -83,13 +83,13 @@ class PrecomputedUnits(SpeechTokenizer):
     try:
       units = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-      raise ValueError(f"{path}: not a readable .npy array of units: {e}") from e
+      raise SpeechTokenizerError(f"{path}: not a readable .npy array of units: {e}") from e
     return self.validate(units, path)
 
   def lookup(self, utterance_id: str) -> np.ndarray:
     """Reads `<root>/<utterance_id>.npy`."""
     if not self.root:
-      raise ValueError(f"{self.name}: lookup needs `root`, the directory of <id>.npy files")
+      raise SpeechTokenizerError(f"{self.name}: lookup needs `root`, the directory of <id>.npy files")
     return self.read(os.path.join(self.root, f"{utterance_id}.npy"))
 
   def read_array_record(self, path: str) -> Iterator[np.ndarray]:
@@ -127,4 +127,4 @@ def _npy_from_bytes(data: bytes, what: str) -> np.ndarray:
   try:
     return np.load(io.BytesIO(data), allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
-    raise ValueError(f"{what}: record is not an np.save array of units: {e}") from e
+    raise SpeechTokenizerError(f"{what}: record is not an np.save array of units: {e}") from e

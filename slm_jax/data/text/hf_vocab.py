@@ -15,7 +15,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from slm_jax.data.text.base import TextVocab
+from slm_jax.data.text.base import TextVocab, TextVocabError
 
 _EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
 
@@ -56,7 +56,7 @@ class HFTokenizerVocab(TextVocab, seqio.Vocabulary):
       try:
         self._tok = tokenizers.Tokenizer.from_file(self._path)
       except Exception as e:  # the Rust side raises a bare Exception
-        raise ValueError(f"could not load Hugging Face tokenizer {self._path!r}: {e}") from e
+        raise TextVocabError(f"could not load Hugging Face tokenizer {self._path!r}: {e}") from e
     return self._tok
 
   def __getstate__(self):
@@ -76,7 +76,7 @@ class HFTokenizerVocab(TextVocab, seqio.Vocabulary):
       if i is not None:
         return int(i)
     if self._eos_token:
-      raise ValueError(f"eos_token {self._eos_token!r} is not in {self._path}")
+      raise TextVocabError(f"eos_token {self._eos_token!r} is not in {self._path}")
     return None
 
   @property

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from typing import Sequence, Union
 
 import gin
 import seqio
 
-from slm_jax.data.text.base import TextVocab
+from slm_jax.atomic_write import atomic_write
+from slm_jax.data.text.base import TextVocab, TextVocabError
 
 
 @gin.configurable
@@ -52,6 +54,7 @@ def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, 
 
   Ids 0/1/2 are pad/eos/unk, no BOS. One thread and a fixed `seed` keep it deterministic: the
   same corpus and settings give a byte-identical model (training paths are not stored in it).
+  Training happens in a temporary folder; PREFIX.vocab and PREFIX.model appear atomically.
   """
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   paths = [input_path] if isinstance(input_path, str) else list(input_path)
@@ -59,37 +62,47 @@ def train_sentencepiece(input_path: Union[str, Sequence[str]], vocab_size: int, 
     if not os.path.exists(p):
       raise FileNotFoundError(f"training text {p!r} does not exist")
     if os.path.getsize(p) == 0:
-      raise ValueError(f"training text {p!r} is empty")
+      raise TextVocabError(f"training text {p!r} is empty")
   out_dir = os.path.dirname(os.path.abspath(out_prefix))
   os.makedirs(out_dir, exist_ok=True)
   spm.set_random_generator_seed(int(seed))
+  with tempfile.TemporaryDirectory(dir=out_dir, prefix=".spm-") as tmp:
+    tmp_prefix = os.path.join(tmp, "spm")
+    _train(spm, paths, tmp_prefix, vocab_size=int(vocab_size), model_type=model_type,
+           character_coverage=character_coverage, input_sentence_size=int(input_sentence_size),
+           num_threads=int(num_threads), user_defined_symbols=list(user_defined_symbols),
+           byte_fallback=byte_fallback)
+    with open(tmp_prefix + ".vocab", "rb") as f:
+      atomic_write(out_prefix + ".vocab", f.read())
+    model = out_prefix + ".model"
+    atomic_write(model, _without_paths(tmp_prefix + ".model"))
+  return model
+
+
+def _train(spm, paths: list[str], model_prefix: str, *, vocab_size: int, model_type: str,
+           character_coverage: float, input_sentence_size: int, num_threads: int,
+           user_defined_symbols: list[str], byte_fallback: bool) -> None:
   try:
     spm.SentencePieceTrainer.train(
-        input=",".join(paths), model_prefix=out_prefix, vocab_size=int(vocab_size),
+        input=",".join(paths), model_prefix=model_prefix, vocab_size=vocab_size,
         model_type=model_type, character_coverage=character_coverage,
-        input_sentence_size=int(input_sentence_size), shuffle_input_sentence=True,
-        num_threads=int(num_threads), pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        user_defined_symbols=list(user_defined_symbols), byte_fallback=byte_fallback,
-        minloglevel=2)
+        input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
+        num_threads=num_threads, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        user_defined_symbols=user_defined_symbols, byte_fallback=byte_fallback, minloglevel=2)
   except RuntimeError as e:
     msg = str(e)
     hint = ("the corpus is too small for this vocab_size: pass a smaller --vocab_size"
             if "Vocabulary size" in msg or "vocab_size" in msg else "see the message above")
-    raise ValueError(f"sentencepiece training on {paths} failed: {msg}\n{hint}") from e
-  model = out_prefix + ".model"
-  _strip_paths(model)
-  return model
+    raise TextVocabError(f"sentencepiece training on {paths} failed: {msg}\n{hint}") from e
 
 
-def _strip_paths(model_file: str) -> None:
-  """Clears the training paths stored in the model proto, so the same corpus and settings give
-  byte-identical models (and the same `name`) wherever they were trained."""
+def _without_paths(model_file: str) -> bytes:
+  """The model with the training paths stored in its proto cleared, so the same corpus and
+  settings give byte-identical models (and the same `name`) wherever they were trained."""
   from sentencepiece import sentencepiece_model_pb2  # pylint: disable=import-outside-toplevel
   proto = sentencepiece_model_pb2.ModelProto()
   with open(model_file, "rb") as f:
     proto.ParseFromString(f.read())
   proto.trainer_spec.model_prefix = ""
   del proto.trainer_spec.input[:]
-  with open(model_file + ".tmp", "wb") as f:
-    f.write(proto.SerializeToString(deterministic=True))
-  os.replace(model_file + ".tmp", model_file)
+  return proto.SerializeToString(deterministic=True)
