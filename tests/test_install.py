@@ -93,7 +93,7 @@ def test_wheel_installs_and_trains_from_any_directory(tmp_path):
   assert where["slm_jax"].startswith(site) and where["tasks"].startswith(site), where
   assert where["configs"] == os.path.join(site, "slm_jax", "configs"), where
   assert {"runs/demo_synthetic.gin", "models/tiny.gin", "mesh/fsdp.gin"} <= set(where["gin_files"])
-  assert {"slm-train", "slm-data", "slm-export"} <= set(where["scripts"]), where["scripts"]
+  assert {"slm-train", "slm-data", "slm-export", "slm-generate"} <= set(where["scripts"]), where["scripts"]
   assert all(where["scripts"].values()), where["scripts"]  # every entry point imports
 
   slm_train = os.path.join(os.path.dirname(python), "slm-train")
