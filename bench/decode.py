@@ -215,7 +215,14 @@ def main(argv=None):
         f"{cfg.padded_vocab_size} (padded), dtype {cfg.dtype}")
   print(f"greedy, prompt {plen} tokens, {new} new tokens, cache {max_length} positions, "
         f"steps_per_call {args.steps_per_call}, best of {args.repeats}; {load()}")
+  start = time.perf_counter()
   rows = []                          # (what, batch, seconds, tokens/s, note)
+
+  def add(*row):                     # progress as it goes: the full run takes minutes
+    rows.append(row)
+    print(f"  [{time.perf_counter() - start:4.0f} s] {row[0]}, batch {row[1]}: {row[3]:.1f} tokens/s",
+          flush=True)
+
   cached_tps, engines = {}, {}
 
   def engine_for(batch, cache_dtype=None):
@@ -233,7 +240,7 @@ def main(argv=None):
     secs, tokens = best_of(lambda: engine_run(engine, prompts, new), args.repeats)  # noqa: B023
     assert tokens.shape == (b, new), tokens.shape
     cached_tps[b] = b * new / secs
-    rows.append(("slm_jax cached (Engine)", b, secs, cached_tps[b], engine.memory_report()))
+    add("slm_jax cached (Engine)", b, secs, cached_tps[b], engine.memory_report())
 
   if not args.skip_uncached:
     n_unc = args.uncached_tokens or new
@@ -247,7 +254,7 @@ def main(argv=None):
     note = f"{same}/{n_unc} tokens equal the cached ones"
     if 1 in cached_tps:
       note += f"; cached is {cached_tps[1] / tps:.1f}x faster"
-    rows.append((f"slm_jax uncached ({n_unc} new)", 1, secs, tps, note))
+    add(f"slm_jax uncached ({n_unc} new)", 1, secs, tps, note)
 
   if not args.skip_hf:
     import torch  # pylint: disable=import-outside-toplevel
@@ -263,22 +270,21 @@ def main(argv=None):
               f"{torch.get_num_threads()} threads")
       if b in cached_tps:
         note += f"; slm_jax cached is {cached_tps[b] / tps:.2f}x faster"
-      rows.append(("transformers generate (KV cache)", b, secs, tps, note))
+      add("transformers generate (KV cache)", b, secs, tps, note)
 
   engine = engine_for(1)
   ttft_prompt = text_prompts(cfg, 1, args.ttft_prompt, seed=7)[0]
   first = lambda: engine.prefill(ttft_prompt, max_new_tokens=1).token_B.block_until_ready()  # noqa: E731
   first()
   secs, _ = best_of(first, args.repeats * 3)
-  rows.append((f"slm_jax TTFT ({args.ttft_prompt}-token prompt)", 1, secs, args.ttft_prompt / secs,
-               "prefill + first token; tokens/s = prompt tokens/s"))
+  add(f"slm_jax TTFT ({args.ttft_prompt}-token prompt)", 1, secs, args.ttft_prompt / secs,
+      "prefill + first token; tokens/s = prompt tokens/s")
   if not args.skip_hf:
     prompt_hf = ttft_prompt[None] - cfg.vocab.text_start
     pick_torch_threads(args.torch_threads, lambda: hf_generate(hf, prompt_hf, 1))
     secs, _ = best_of(lambda: hf_generate(hf, prompt_hf, 1), args.repeats * 3)
-    rows.append((f"transformers TTFT ({args.ttft_prompt}-token prompt)", 1, secs,
-                 args.ttft_prompt / secs,
-                 f"generate(max_new_tokens=1), {torch.get_num_threads()} threads"))
+    add(f"transformers TTFT ({args.ttft_prompt}-token prompt)", 1, secs, args.ttft_prompt / secs,
+        f"generate(max_new_tokens=1), {torch.get_num_threads()} threads")
 
   if not args.skip_bf16:
     b = max(batch_sizes)
@@ -292,12 +298,12 @@ def main(argv=None):
     note = (f"{engine.memory_report()}; {agree:.0%} of tokens equal float32's")
     if b in cached_tps:
       note += f"; {tps / cached_tps[b]:.2f}x float32 cache speed"
-    rows.append(("slm_jax cached, bf16 cache", b, secs, tps, note))
+    add("slm_jax cached, bf16 cache", b, secs, tps, note)
 
   print(f"\n{'':34s} {'batch':>5s} {'seconds':>9s} {'tokens/s':>9s}  notes")
   for what, b, secs, tps, note in rows:
     print(f"{what:34s} {b:5d} {secs:9.3f} {tps:9.1f}  {note}")
-  print(f"\n{load()}")
+  print(f"\n{load()}; total {time.perf_counter() - start:.0f} s")
   print("command: " + " ".join([os.path.basename(sys.executable), "bench/decode.py"] + sys.argv[1:]))
 
 
