@@ -43,7 +43,7 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
-  """[S] or [S, C] (soundfile layout) -> [S] by averaging channels."""
+  """[P] or [P, channels] (soundfile layout) -> [P] by averaging channels."""
   a = np.asarray(audio)
   if a.ndim == 1:
     return a
@@ -72,7 +72,7 @@ def read_audio(path: str, sample_rate: Optional[int] = None, mono: bool = True,
                min_samples: int = 1) -> tuple[np.ndarray, int]:
   """Reads an audio file as float32 (mono by default), resampled to `sample_rate` if given.
 
-  Returns (audio float32[S] (or [S, C] with mono=False), rate). Raises AudioError when the file
+  Returns (audio float32[P] (or [P, channels] with mono=False), rate). Raises AudioError when the file
   is missing, unreadable/corrupt, has fewer than `min_samples` samples, or holds NaN/inf.
   """
   import soundfile as sf  # pylint: disable=import-outside-toplevel

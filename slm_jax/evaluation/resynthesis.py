@@ -17,7 +17,7 @@ from slm_jax.evaluation.wer import WordErrors, word_errors
 
 @dataclasses.dataclass(frozen=True)
 class Utterance:
-  audio: np.ndarray  # mono [S], int16 or float
+  audio: np.ndarray  # mono [P], int16 or float
   sample_rate: int
   transcript: str
 

@@ -76,13 +76,13 @@ def validate_example(ex: dict, vocab: UnifiedVocab, index: int = -1) -> None:
                        f" outside [0, {vocab.size}); the template used another vocabulary")
   if np.shape(ex["loss_mask"]) != (n,):
     raise ExampleError(f"{where}: loss_mask must be float[{n}]; got shape {np.shape(ex['loss_mask'])}")
-  c = vocab.num_channels - 1
+  extra = vocab.num_channels - 1
   codes = ex.get("speech_codes")
-  if c == 0 and codes is not None and np.size(codes):
+  if extra == 0 and codes is not None and np.size(codes):
     raise ExampleError(f"{where}: speech_codes given but the vocabulary has K=1 channel")
-  if c > 0:
-    if codes is None or np.shape(codes) != (n, c):
-      raise ExampleError(f"{where}: speech_codes must be int[{n}, {c}] for K={c + 1}; "
+  if extra > 0:
+    if codes is None or np.shape(codes) != (n, extra):
+      raise ExampleError(f"{where}: speech_codes must be int[{n}, {extra}] for K={extra + 1}; "
                          f"got {None if codes is None else np.shape(codes)}")
     codes = np.asarray(codes)
     sizes = np.asarray(vocab.extra_codebook_sizes)

@@ -4,10 +4,10 @@ A record is one template output (contract section 3) in a compact little-endian 
 decodes with three `np.frombuffer` calls and no parsing library:
 
     b"SLM1"                      magic and format version
-    uint32 N, uint32 C           sequence length, extra speech channels (C = K - 1)
+    uint32 N, uint32 K-1         sequence length, extra speech channels (K - 1)
     int32[N]     tokens          unified ids
     float32[N]   loss_mask
-    int32[N, C]  speech_codes    only when C > 0
+    int32[N, K-1] speech_codes   only when K > 1
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RecordFormatError(SlmError, ValueError):
 
 
 def encode(example: dict) -> bytes:
-  """Serializes {tokens int[N], loss_mask float[N], speech_codes? int[N, C]} to bytes."""
+  """Serializes {tokens int[N], loss_mask float[N], speech_codes? int[N, K-1]} to bytes."""
   tokens = np.asarray(example["tokens"], dtype=np.int32)
   loss_mask = np.asarray(example["loss_mask"], dtype=np.float32)
   if tokens.ndim != 1 or loss_mask.shape != tokens.shape:
@@ -48,16 +48,16 @@ def decode(record: bytes) -> dict:
   """Inverse of `encode`; `speech_codes` is present only when C > 0."""
   if len(record) < _HEADER.size:
     raise RecordFormatError(f"record of {len(record)} bytes is too short for an slm1 header")
-  magic, n, c = _HEADER.unpack_from(record)
+  magic, n, extra = _HEADER.unpack_from(record)
   if magic != MAGIC:
     raise RecordFormatError(f"record starts with {magic!r}, expected {MAGIC!r}: not an slm_jax cache "
                             "record; rebuild the cache with `slm-data cache`")
-  expected = _HEADER.size + 4 * n * (2 + c)
+  expected = _HEADER.size + 4 * n * (2 + extra)
   if len(record) != expected:
-    raise RecordFormatError(f"slm1 record has {len(record)} bytes, header says {expected} (N={n}, C={c})")
+    raise RecordFormatError(f"slm1 record has {len(record)} bytes, header says {expected} (N={n}, K-1={extra})")
   off = _HEADER.size
   out = {"tokens": np.frombuffer(record, np.int32, n, off),
          "loss_mask": np.frombuffer(record, np.float32, n, off + 4 * n)}
-  if c:
-    out["speech_codes"] = np.frombuffer(record, np.int32, n * c, off + 8 * n).reshape(n, c)
+  if extra:
+    out["speech_codes"] = np.frombuffer(record, np.int32, n * extra, off + 8 * n).reshape(n, extra)
   return out

@@ -174,7 +174,7 @@ def synthesize(text: str, words: list[str], voice: str = "en-us", rate: int = 16
   announces only the first; such a group's time is shared among its words by letter count.
 
   Returns:
-    (audio int16[S] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.
+    (audio int16[P] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.
   Raises:
     ValueError: the text's words are not the transcript's, or the first word got no event.
   """

@@ -83,7 +83,7 @@ def synthesize(text: str, words: list[str], voice: str,
   """Speaks `text` with flite `voice`.
 
   Returns:
-    (audio int16[S] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.
+    (audio int16[P] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.
   """
   if voice not in FLITE_VOICES:
     raise ValueError(f"unknown flite voice {voice!r}; use one of {FLITE_VOICES}")

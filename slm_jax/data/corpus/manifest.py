@@ -38,7 +38,7 @@ def write_wav(path: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> N
   """Writes int16 mono PCM WAV atomically."""
   audio = np.asarray(audio)
   if audio.dtype != np.int16 or audio.ndim != 1:
-    raise ValueError(f"write_wav wants int16[S] mono audio, got {audio.dtype}{list(audio.shape)}")
+    raise ValueError(f"write_wav wants int16[P] mono audio, got {audio.dtype}{list(audio.shape)}")
   with atomic_path(path, suffix=".wav") as tmp:
     sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
 
@@ -60,7 +60,7 @@ def read_manifest(corpus_dir: str, split: str) -> list[dict]:
 
 
 def load_audio(corpus_dir: str, record: dict) -> np.ndarray:
-  """int16[S] samples of one record. A missing, empty, corrupt or wrong-rate file is an
+  """int16[P] samples of one record. A missing, empty, corrupt or wrong-rate file is an
   AudioError naming the file (`slm_jax.data.audio.read_audio` does the checks)."""
   path = os.path.join(corpus_dir, record["audio_path"])
   audio, rate = audio_lib.read_audio(path, mono=False)
@@ -73,7 +73,7 @@ def load_audio(corpus_dir: str, record: dict) -> np.ndarray:
 
 
 def iter_utterances(corpus_dir: str, split: str, with_audio: bool = True) -> Iterator[dict]:
-  """Utterance dicts of docs/data_contract.md section 1 (`audio` int16[S] if with_audio)."""
+  """Utterance dicts of docs/data_contract.md section 1 (`audio` int16[P] if with_audio)."""
   for record in read_manifest(corpus_dir, split):
     utt = dict(record)
     if with_audio:

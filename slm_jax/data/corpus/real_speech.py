@@ -21,7 +21,7 @@ _LINE = re.compile(r"^\s*<s>(.*)</s>\s*\((\S+)\)\s*$")
 
 
 def real_utterances(testdata_dir: str = TESTDATA_DIR):
-  """Yields (id, transcript, speaker, audio int16[S] 16 kHz)."""
+  """Yields (id, transcript, speaker, audio int16[P] 16 kHz)."""
   if not os.path.isdir(testdata_dir):
     raise missing_package(f"pocketsphinx test data ({testdata_dir})", "pocketsphinx-testdata")
   for folder, trans_name, speaker in _SETS:

@@ -42,7 +42,7 @@ class Voice:
     return f"espeak:{self.name}:{self.rate}:{self.pitch}"
 
   def synthesize(self, text: str, words: list[str]):
-    """(audio int16[S] at 16 kHz, word_starts[W], word_ends[W])."""
+    """(audio int16[P] at 16 kHz, word_starts[W], word_ends[W])."""
     if self.engine == "flite":
       from slm_jax.data.corpus import flite  # pylint: disable=import-outside-toplevel
       return flite.synthesize(text, words, self.name)

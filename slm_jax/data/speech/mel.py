@@ -1,6 +1,6 @@
 """Log-mel features (vectorized numpy) and their inversion to audio by Griffin-Lim.
 
-Frames: T = ceil(S / hop); frame t is centred on sample t * hop (hann window of `win_length`
+Frames: T = ceil(P / hop); frame t is centred on sample t * hop (hann window of `win_length`
 inside an `n_fft` FFT, reflect padding), so a decoded signal has T * hop samples. Features are
 natural-log mel magnitudes (slaney-normalized filters), floored at `log_floor`, the convention
 under which speech spans roughly [-7, 2] (measured on flite and espeak-ng speech: 99.9th
@@ -57,16 +57,16 @@ def _tables(cfg: MelConfig):
   left = (cfg.n_fft - cfg.win_length) // 2
   window = np.zeros(cfg.n_fft, np.float32)
   window[left:left + cfg.win_length] = win
-  basis_MF = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                                 fmin=cfg.fmin, fmax=cfg.fmax, norm="slaney").astype(np.float32)
-  return window, np.ascontiguousarray(basis_MF.T)  # [n_fft], [F, M]
+  mel_basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                  fmin=cfg.fmin, fmax=cfg.fmax, norm="slaney").astype(np.float32)
+  return window, np.ascontiguousarray(mel_basis.T)  # [n_fft], [n_fft // 2 + 1, M]
 
 
-def _frames(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
-  """float32[S] -> windowed frames float32[T, n_fft] (T = ceil(S / hop))."""
+def _frames(audio_P: np.ndarray, cfg: MelConfig) -> np.ndarray:
+  """float32[P] -> windowed frames float32[T, n_fft] (T = ceil(P / hop))."""
   hop, half = cfg.hop_length, cfg.n_fft // 2
-  t = cfg.num_frames(audio_S.shape[0])
-  x = np.pad(audio_S, (0, t * hop - audio_S.shape[0]))
+  t = cfg.num_frames(audio_P.shape[0])
+  x = np.pad(audio_P, (0, t * hop - audio_P.shape[0]))
   mode = "reflect" if x.shape[0] > half else "constant"
   x = np.pad(x, (half, half), mode=mode)
   return np.lib.stride_tricks.sliding_window_view(x, cfg.n_fft)[::hop][:t]
@@ -75,20 +75,20 @@ def _frames(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
 def log_mel_batch(audios: Sequence[np.ndarray], cfg: MelConfig) -> list[np.ndarray]:
   """Log-mel of several utterances with one FFT and one matmul: list of float32[T_i, n_mels]."""
   import scipy.fft  # pylint: disable=import-outside-toplevel
-  window, basis_FM = _tables(cfg)
+  window, freq_to_mel = _tables(cfg)
   frames = [_frames(np.asarray(a, np.float32), cfg) for a in audios]
   counts = [f.shape[0] for f in frames]
   if not counts or sum(counts) == 0:
     return [np.zeros([0, cfg.n_mels], np.float32) for _ in audios]
-  frames_TN = np.concatenate(frames, axis=0) * window
-  mag_TF = np.abs(scipy.fft.rfft(frames_TN, axis=-1))
-  mel_TM = np.log(np.maximum(mag_TF @ basis_FM, cfg.log_floor))
+  windows = np.concatenate(frames, axis=0) * window                 # [T, n_fft]
+  magnitudes = np.abs(scipy.fft.rfft(windows, axis=-1))               # [T, n_fft // 2 + 1]
+  mel_TM = np.log(np.maximum(magnitudes @ freq_to_mel, cfg.log_floor))
   return np.split(mel_TM.astype(np.float32), np.cumsum(counts)[:-1], axis=0)
 
 
-def log_mel(audio_S: np.ndarray, cfg: MelConfig) -> np.ndarray:
-  """float32[S] -> log-mel float32[T, n_mels]."""
-  return log_mel_batch([audio_S], cfg)[0]
+def log_mel(audio_P: np.ndarray, cfg: MelConfig) -> np.ndarray:
+  """float32[P] -> log-mel float32[T, n_mels]."""
+  return log_mel_batch([audio_P], cfg)[0]
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,18 +113,18 @@ def mel_to_audio(log_mel_TM: np.ndarray, cfg: MelConfig, n_iter: int = 64,
     return np.zeros([0], np.float32)
   mel_MT = np.exp(log_mel_TM).T
   if inversion == "nnls":
-    mag_FT = librosa.feature.inverse.mel_to_stft(
+    spectrogram = librosa.feature.inverse.mel_to_stft(  # [n_fft // 2 + 1, T]
         mel_MT, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0, fmin=cfg.fmin, fmax=cfg.fmax,
         norm="slaney")
   elif inversion == "pinv":
-    _, basis_FM = _tables(cfg)
-    mag_FT = np.maximum(np.linalg.pinv(basis_FM.T) @ mel_MT, 0.0)
+    _, freq_to_mel = _tables(cfg)
+    spectrogram = np.maximum(np.linalg.pinv(freq_to_mel.T) @ mel_MT, 0.0)
   else:
     raise ValueError(f"inversion must be 'nnls' or 'pinv', got {inversion!r}")
   # librosa's centred STFT of T * hop samples has T + 1 frames: repeat the last one.
-  mag_FT = np.concatenate([mag_FT, mag_FT[:, -1:]], axis=1)
+  spectrogram = np.concatenate([spectrogram, spectrogram[:, -1:]], axis=1)
   audio = librosa.griffinlim(
-      mag_FT.astype(np.float32), n_iter=n_iter, hop_length=cfg.hop_length,
+      spectrogram.astype(np.float32), n_iter=n_iter, hop_length=cfg.hop_length,
       win_length=cfg.win_length, n_fft=cfg.n_fft, window="hann", center=True,
       length=t * cfg.hop_length, **{_griffinlim_seed_arg(): seed})
   return np.clip(audio, -1.0, 1.0).astype(np.float32)

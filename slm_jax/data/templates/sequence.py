@@ -77,11 +77,11 @@ class SequenceBuilder:
       return self
     ids = self.vocab.speech_to_unified(frames_TK[:, 0])
     codes = frames_TK[:, 1:]
-    for c, size in enumerate(self.vocab.extra_codebook_sizes):
-      col = codes[:, c]
+    for k, size in enumerate(self.vocab.extra_codebook_sizes):
+      col = codes[:, k]
       if col.min() < 0 or col.max() >= size:
         bad = col[(col < 0) | (col >= size)][:5].tolist()
-        raise ValueError(f"speech channel-{c + 1} code out of range [0, {size}): e.g. {bad}; check "
+        raise ValueError(f"speech channel-{k + 1} code out of range [0, {size}): e.g. {bad}; check "
                          "that the speech tokenizer matches the vocabulary spec")
     self._append(ids, codes, trained, cut_after, True)
     return self
