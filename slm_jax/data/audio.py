@@ -89,20 +89,6 @@ def read_audio(path: str, sample_rate: Optional[int] = None, mono: bool = True,
   return _finish(audio, rate, path, sample_rate, mono, min_samples)
 
 
-def decode_audio_bytes(data: bytes, sample_rate: Optional[int] = None, mono: bool = True,
-                       what: str = "<bytes>", min_samples: int = 1) -> tuple[np.ndarray, int]:
-  """Like read_audio, for an encoded file held in memory (e.g. a wav stored in a record)."""
-  import io  # pylint: disable=import-outside-toplevel
-  import soundfile as sf  # pylint: disable=import-outside-toplevel
-  if not data:
-    raise AudioError(f"audio {what} is empty (0 bytes)")
-  try:
-    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-  except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
-    raise AudioError(f"audio {what} is corrupt or in an unsupported format: {e}") from e
-  return _finish(audio, rate, what, sample_rate, mono, min_samples)
-
-
 def _finish(audio, rate, what, sample_rate, mono, min_samples):
   if mono:
     audio = to_mono(audio).astype(np.float32)

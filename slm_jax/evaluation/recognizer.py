@@ -1,10 +1,9 @@
 """Offline speech recognition with pocketsphinx (PyPI `pocketsphinx`, its bundled English model).
 
 The loopback recognizer of the evaluation: synthesized or resynthesized speech is scored by
-recognizing it and comparing to the transcript (WER). Weak in absolute terms (19.8% WER on the
-flite utterances of the demo test split, BENCHMARKS.md), but offline, deterministic and good
-enough to compare conditions (original audio vs a tokenizer's round trip vs a model's TTS) on
-the same utterances.
+recognizing it and comparing to the transcript (WER). Weak in absolute terms (its WER on the
+demo's flite speech is in BENCHMARKS.md), but offline, deterministic and good enough to compare
+conditions (original audio vs a tokenizer's round trip vs a model's TTS) on the same utterances.
 """
 from __future__ import annotations
 
