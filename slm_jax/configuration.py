@@ -2,8 +2,9 @@
 
 Experiments compose a model file, a task/mixture file and a run file (T5X style, `include` and
 `%MACROS`); `--gin_param` overrides single bindings. Files are looked up relative to the working
-directory first, then to the repository's `configs/` folder, so `--gin_file=models/demo.gin` works
-from anywhere.
+directory first, then to the package's gin files (`slm_jax/configs/` when installed from a wheel,
+the repository's `configs/` in a checkout or editable install), so `--gin_file=models/demo.gin`
+works from anywhere.
 """
 from __future__ import annotations
 
