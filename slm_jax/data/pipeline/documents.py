@@ -12,6 +12,9 @@ token of the next document. Documents longer than the row length L follow `long_
            (positions restart at 0). Every target is kept: shifting happened before the cut.
   "drop"   skip the document and count it (`LongDocumentPolicy.num_dropped`).
   "truncate" keep the first L positions, count the rest as dropped tokens.
+
+This is the one implementation of both rules: the grain pipeline runs LongDocumentPolicy as a
+FlatMap, the seqio path calls the same code per example through tf.numpy_function.
 """
 from __future__ import annotations
 
