@@ -17,7 +17,7 @@ from their heads at the same step, and the next step embeds all K.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 from typing import Optional, Sequence
 
 import flax.struct
@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
+from slm_jax import sharding
 from slm_jax.errors import SlmError
 from slm_jax.inference import sampling
 from slm_jax.models.kv_cache import KVCache, cache_bytes, init_cache
@@ -69,23 +71,19 @@ def default_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
   return tuple(out) + (max_length,)
 
 
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-  slots: int = 8
-  max_length: int = 1024
-  steps_per_call: int = 16
-  cache_dtype: Optional[str] = None       # None: the model's compute dtype; "bfloat16" halves it
-  stop_ids: tuple[int, ...] = (EOS_ID,)
-
-
 class Engine:
   """Prefill / insert / generate over a `SpeechTextLM` (see the module docstring)."""
 
   def __init__(self, model, *, slots: int = 8, max_length: int = 1024,
                sampling_config: sampling.SamplingConfig = sampling.SamplingConfig(),
                steps_per_call: int = 16, cache_dtype: Optional[str] = None,
-               stop_ids: Sequence[int] = (EOS_ID,), buckets: Optional[Sequence[int]] = None):
+               stop_ids: Sequence[int] = (EOS_ID,), buckets: Optional[Sequence[int]] = None,
+               mesh: Optional[Mesh] = None, rules=None):
+    """`mesh`: trace the compiled functions under the logical-axis rules (`rules`, default the
+    gin-bound table), so the cache and activations shard like training; the parameters keep the
+    shardings they were loaded with (e.g. `load_inference_checkpoint(dir, mesh=mesh)`)."""
     self.cfg = model.cfg
+    self.mesh, self.rules = mesh, rules
     self.vocab = model.cfg.vocab
     self.graphdef, self.params = nnx.split(model)
     self.slots, self.max_length, self.steps_per_call = slots, max_length, steps_per_call
@@ -97,6 +95,7 @@ class Engine:
       raise ValueError(f"bucket {self.buckets[-1]} is longer than max_length={max_length}")
     self.ids = sampling.ModalityIds.from_vocab(self.vocab)
     self.num_extra = self.vocab.num_channels - 1
+    self._init = jax.jit(self._init_decode_state)
     self._prefill = jax.jit(self._prefill_fn)
     self._insert = jax.jit(self._insert_fn, donate_argnums=(1,))
     self._generate = jax.jit(self._generate_fn, donate_argnums=(1,))
@@ -114,6 +113,12 @@ class Engine:
   # -- the model, from parameters -------------------------------------------------------------
   def _model(self, params):
     return nnx.merge(self.graphdef, params)
+
+  def _sharded(self):
+    """The activation-sharding context the compiled functions trace under (none without a mesh)."""
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    return sharding.activation_sharding(self.mesh, self.rules)
 
   def _next_tokens(self, model, h_BD, key_B2, mode_B, modality_B):
     """Samples the unified token and the extra channels from final hidden states."""
@@ -138,6 +143,10 @@ class Engine:
 
   # -- prefill --------------------------------------------------------------------------------
   def _prefill_fn(self, params, tokens_1L, codes_1LK, length, key_2, mode, modality, max_new):
+    with self._sharded():
+      return self._prefill_body(params, tokens_1L, codes_1LK, length, key_2, mode, modality, max_new)
+
+  def _prefill_body(self, params, tokens_1L, codes_1LK, length, key_2, mode, modality, max_new):
     model = self._model(params)
     bucket = tokens_1L.shape[1]
     index_1L = jnp.arange(bucket)[None]
@@ -191,6 +200,10 @@ class Engine:
 
   # -- slots ----------------------------------------------------------------------------------
   def init_decode_state(self) -> DecodeState:
+    with self._sharded():
+      return self._init()
+
+  def _init_decode_state(self) -> DecodeState:
     b = self.slots
     zeros = lambda: jnp.zeros((b,), jnp.int32)   # noqa: E731  (distinct buffers: they are donated)
     return DecodeState(init_cache(self.cfg, b, self.max_length, self.cache_dtype), zeros(),
@@ -235,8 +248,10 @@ class Engine:
     return new, StepOutput(token_B, codes_BK, active_B, done_B)
 
   def _generate_fn(self, params, state: DecodeState):
-    model = self._model(params)
-    return jax.lax.scan(lambda s, _: self._step(model, s), state, None, length=self.steps_per_call)
+    with self._sharded():
+      model = self._model(params)
+      return jax.lax.scan(lambda s, _: self._step(model, s), state, None,
+                          length=self.steps_per_call)
 
   def generate(self, state: DecodeState) -> tuple[DecodeState, StepOutput]:
     """`steps_per_call` decode steps for every active slot (inactive slots emit nothing)."""
