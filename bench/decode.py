@@ -253,7 +253,7 @@ def main(argv=None):
     tps = n_unc / secs
     note = f"{same}/{n_unc} tokens equal the cached ones"
     if 1 in cached_tps:
-      note += f"; cached is {cached_tps[1] / tps:.1f}x faster"
+      note += f"; cached / uncached = {cached_tps[1] / tps:.1f}x"
     add(f"slm_jax uncached ({n_unc} new)", 1, secs, tps, note)
 
   if not args.skip_hf:
@@ -269,7 +269,7 @@ def main(argv=None):
       note = (f"torch {torch.__version__}, transformers {transformers.__version__}, "
               f"{torch.get_num_threads()} threads")
       if b in cached_tps:
-        note += f"; slm_jax cached is {cached_tps[b] / tps:.2f}x faster"
+        note += f"; slm_jax / transformers = {cached_tps[b] / tps:.2f}x"
       add("transformers generate (KV cache)", b, secs, tps, note)
 
   engine = engine_for(1)
@@ -297,12 +297,12 @@ def main(argv=None):
     agree = float((bf16 == f32).mean())
     note = (f"{engine.memory_report()}; {agree:.0%} of tokens equal float32's")
     if b in cached_tps:
-      note += f"; {tps / cached_tps[b]:.2f}x float32 cache speed"
+      note += f"; bf16 / float32 cache = {tps / cached_tps[b]:.2f}x"
     add("slm_jax cached, bf16 cache", b, secs, tps, note)
 
-  print(f"\n{'':34s} {'batch':>5s} {'seconds':>9s} {'tokens/s':>9s}  notes")
+  print(f"\n{'':38s} {'batch':>5s} {'seconds':>9s} {'tokens/s':>9s}  notes")
   for what, b, secs, tps, note in rows:
-    print(f"{what:34s} {b:5d} {secs:9.3f} {tps:9.1f}  {note}")
+    print(f"{what:38s} {b:5d} {secs:9.3f} {tps:9.1f}  {note}")
   print(f"\n{load()}; total {time.perf_counter() - start:.0f} s")
   print("command: " + " ".join([os.path.basename(sys.executable), "bench/decode.py"] + sys.argv[1:]))
 

@@ -72,7 +72,8 @@ class ExportedRunner:
     params = load_file(os.path.join(directory, m["params_file"]))
     missing = sorted(set(m["params"]) - set(params))
     if missing:
-      raise ExportedArtifactError(f"{m['params_file']} lacks parameters the manifest names: {missing[:5]}")
+      raise ExportedArtifactError(f"{m['params_file']} lacks parameters the manifest names: "
+                                  f"{missing[:5]}")
     self.params = {n: jnp.asarray(params[n]) for n in m["params"]}
     exported = {name: _deserialize(directory, f) for name, f in m["files"].items()}
     self._prefill = jax.jit(exported["prefill"].call)

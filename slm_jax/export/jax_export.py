@@ -78,9 +78,9 @@ class FlatTree:
   names: tuple[str, ...]
 
   @classmethod
-  def of(cls, tree) -> "FlatTree":
+  def of(cls, tree, name_fn=path_name) -> "FlatTree":
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    names = tuple(path_name(p) for p, _ in with_paths)
+    names = tuple(name_fn(p) for p, _ in with_paths)
     if len(set(names)) != len(names):
       raise JaxExportError(f"pytree leaf names collide: {names}")
     return cls(treedef, names)
@@ -99,9 +99,9 @@ def param_name(path) -> str:
 
 
 def flat_params(engine: Engine) -> dict[str, np.ndarray]:
-  """The engine's parameters as name -> numpy array (the order of the pytree)."""
-  with_paths = jax.tree_util.tree_flatten_with_path(engine.params)[0]
-  return {param_name(p): np.asarray(x) for p, x in with_paths}
+  """The engine's parameters as name -> numpy array."""
+  flat = FlatTree.of(engine.params, param_name).flatten(engine.params)
+  return {n: np.asarray(x) for n, x in flat.items()}
 
 
 def _slot_axes(engine: Engine, state_tree: FlatTree) -> dict[str, int]:
@@ -147,27 +147,24 @@ def export_engine(engine: Engine, directory: str, *,
     raise JaxExportError(f"platforms={list(platforms)}; use some of {list(DEFAULT_PLATFORMS)}")
   platforms = tuple(platforms)
   params = flat_params(engine)
-  param_tree = FlatTree.of(engine.params)
-  param_names = tuple(params)
+  param_tree = FlatTree.of(engine.params, param_name)
   state0 = jax.eval_shape(engine.init_decode_state)
   state_tree = FlatTree.of(state0)
   slot_axes = _slot_axes(engine, state_tree)
 
-  def to_state(flat_params_):
-    return param_tree.unflatten(dict(zip(param_tree.names, (flat_params_[n] for n in param_names))))
-
-  def prefill(p, tokens_1L, codes_1LK, length, key_2, mode, modality, max_new):
-    return state_tree.flatten(engine._prefill_fn(to_state(p), tokens_1L, codes_1LK, length, key_2,  # pylint: disable=protected-access
-                                                 mode, modality, max_new))
+  # The engine's jitted functions, as pure functions of flat dicts (PREFILL_INPUTS after params).
+  # pylint: disable=protected-access
+  def prefill(p, *inputs):
+    state = engine._prefill_fn(param_tree.unflatten(p), *inputs)
+    return state_tree.flatten(state)
 
   def insert(prefix, state, slot):
-    return state_tree.flatten(engine._insert_fn(state_tree.unflatten(prefix),  # pylint: disable=protected-access
-                                                state_tree.unflatten(state), slot))
+    new = engine._insert_fn(state_tree.unflatten(prefix), state_tree.unflatten(state), slot)
+    return state_tree.flatten(new)
 
   def generate(p, state):
-    new, out = engine._generate_fn(to_state(p), state_tree.unflatten(state))  # pylint: disable=protected-access
-    return state_tree.flatten(new), dict(zip(STEP_OUTPUTS, (out.tokens_NB, out.codes_NBK,
-                                                             out.emitted_NB, out.done_NB)))
+    new, out = engine._generate_fn(param_tree.unflatten(p), state_tree.unflatten(state))
+    return state_tree.flatten(new), {n: getattr(out, n) for n in STEP_OUTPUTS}
 
   param_args = {n: jax.ShapeDtypeStruct(x.shape, x.dtype) for n, x in params.items()}
   (b,) = jax.export.symbolic_shape(SLOTS_DIM)

@@ -17,7 +17,7 @@ from slm_jax.models.build import build
 from slm_jax.unified_vocab import UnifiedVocab
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "inference"))
-from test_engine import MAX_LEN, prompts, run_engine, tiny  # noqa: E402  pylint: disable=wrong-import-position
+from test_engine import MAX_LEN, prompts, run_engine, tiny  # noqa: E402
 
 LENGTHS = [3, 9, 17, 6, 20]          # more prompts than the runner's slots: slots are reused
 MAX_NEW = 12
