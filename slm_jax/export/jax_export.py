@@ -24,7 +24,6 @@ load). Sampling settings, stop ids and max_length are compiled in; export again 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -40,6 +39,7 @@ from safetensors.numpy import save_file
 from slm_jax.atomic_write import atomic_path, atomic_write
 from slm_jax.errors import SlmError
 from slm_jax.inference import sampling
+from slm_jax.inference import engine as engine_lib
 from slm_jax.inference.engine import Engine
 from slm_jax.unified_vocab import PAD_ID
 
@@ -104,21 +104,9 @@ def flat_params(engine: Engine) -> dict[str, np.ndarray]:
   return {n: np.asarray(x) for n, x in flat.items()}
 
 
-def _slot_axes(engine: Engine, state_tree: FlatTree) -> dict[str, int]:
-  """The slot axis of each decode-state leaf: where its shape changes with the slot count."""
-  shapes = {}
-  for slots in (engine.slots, engine.slots + 1):
-    probe = copy.copy(engine)
-    probe.slots = slots
-    shapes[slots] = state_tree.flatten(jax.eval_shape(probe.init_decode_state))
-  axes = {}
-  for name in state_tree.names:
-    a, b = shapes[engine.slots][name].shape, shapes[engine.slots + 1][name].shape
-    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    if len(diff) != 1:
-      raise JaxExportError(f"decode-state leaf {name}: no single slot axis in {a} vs {b}")
-    axes[name] = diff[0]
-  return axes
+def _slot_axes(state_tree: FlatTree, state) -> dict[str, int]:
+  """The slot axis of each decode-state leaf: the axis the engine's `insert` writes a slot into."""
+  return {n: engine_lib._batch_axis(x) for n, x in state_tree.flatten(state).items()}  # pylint: disable=protected-access
 
 
 def _symbolic(shape_dtype, axis: int, dim) -> jax.ShapeDtypeStruct:
@@ -146,11 +134,14 @@ def export_engine(engine: Engine, directory: str, *,
   if unknown or not platforms:
     raise JaxExportError(f"platforms={list(platforms)}; use some of {list(DEFAULT_PLATFORMS)}")
   platforms = tuple(platforms)
+  if getattr(engine, "mesh", None) is not None and engine.mesh.size > 1:
+    raise JaxExportError("export an engine without a mesh (single device): the artifacts are "
+                         "for one device of each platform")
   params = flat_params(engine)
   param_tree = FlatTree.of(engine.params, param_name)
   state0 = jax.eval_shape(engine.init_decode_state)
   state_tree = FlatTree.of(state0)
-  slot_axes = _slot_axes(engine, state_tree)
+  slot_axes = _slot_axes(state_tree, state0)
 
   # The engine's jitted functions, as pure functions of flat dicts (PREFILL_INPUTS after params).
   # pylint: disable=protected-access
