@@ -105,6 +105,41 @@ class Session:
     return tok.decode(frames_TK)
 
 
+class AnswerStream:
+  """An `on_tokens` callback for `batching.run_requests` that turns each request's new tokens
+  into text deltas and audio chunks as they are decoded.
+
+  on_text(index, new_text): the decoded text grew by `new_text`.
+  on_audio(index, samples): `chunk_frames` more speech frames became audio (each chunk is decoded
+    on its own, so chunk borders may click; the final chunk flushes what is left).
+  """
+
+  def __init__(self, session: "Session", on_text=None, on_audio=None, chunk_frames: int = 80):
+    self.session, self.on_text, self.on_audio = session, on_text, on_audio
+    self.chunk_frames = chunk_frames
+    self._text_ids: dict[int, list] = {}
+    self._text: dict[int, str] = {}
+    self._frames: dict[int, list] = {}
+
+  def __call__(self, index: int, tokens: np.ndarray, codes: np.ndarray, done: bool) -> None:
+    from slm_jax.inference.prompts import split_answer  # pylint: disable=import-outside-toplevel
+    text_ids, frames = split_answer(self.session.vocab, tokens, codes)
+    if self.on_text is not None and len(text_ids):
+      ids = self._text_ids.setdefault(index, [])
+      ids += [int(i) for i in text_ids]
+      text = self.session.decode_text(ids)
+      previous = self._text.get(index, "")
+      if text.startswith(previous) and len(text) > len(previous):
+        self.on_text(index, text[len(previous):])
+        self._text[index] = text
+    if self.on_audio is not None:
+      pending = self._frames.setdefault(index, [])
+      pending += list(frames)
+      while len(pending) >= self.chunk_frames or (done and pending):
+        chunk, pending[:] = pending[:self.chunk_frames], pending[self.chunk_frames:]
+        self.on_audio(index, self.session.decode_speech(np.asarray(chunk, np.int32)))
+
+
 def _text_vocab(kind: str, path: str):
   from slm_jax.data.text.factory import get_text_vocabulary  # pylint: disable=import-outside-toplevel
   return get_text_vocabulary(kind or "sentencepiece", path)

@@ -30,6 +30,8 @@ import os
 import resource
 import sys
 
+import numpy as np
+
 from slm_jax.errors import SlmError
 from slm_jax.tools import cli_errors
 
@@ -62,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--top_p", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--cache_dtype", choices=("float32", "bfloat16"), default=None)
+  p.add_argument("--ignore_eos", action="store_true",
+                 help="do not stop at EOS: every answer gets --max_new_tokens (benchmarks, tests)")
+  p.add_argument("--stream", action="store_true",
+                 help="one request: print text as it decodes, append audio to --out in chunks")
   return p.parse_args(argv)
 
 
@@ -123,11 +129,12 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
   out = out or sys.stdout
   from slm_jax.inference import batching, prompts, sampling  # pylint: disable=import-outside-toplevel
   from slm_jax.data import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import EOS_ID  # pylint: disable=import-outside-toplevel
   built = [build_prompt(session, r, f"request {i + 1}") for i, r in enumerate(requests)]
   engine = session.engine(
       slots=max(1, min(args.slots, len(built))), max_length=args.max_length,
       sampling_config=sampling.SamplingConfig(args.temperature, args.top_k, args.top_p),
-      cache_dtype=args.cache_dtype)
+      cache_dtype=args.cache_dtype, stop_ids=() if getattr(args, "ignore_eos", False) else (EOS_ID,))
   print(f"{PROG}: {engine.memory_report()}", file=sys.stderr)
   reqs = [batching.Request(p.ids, p.codes, p.mode, args.max_new_tokens, args.seed + i, tag=i)
           for i, (p, _) in enumerate(built)]
@@ -136,8 +143,11 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
       raise RequestError(f"request {r.tag + 1}: the prompt has {r.prompt_ids.size} tokens but "
                          f"--max_length is {args.max_length}; raise --max_length or shorten it")
   progress = _progress(len(reqs))
-  results = batching.run_requests(engine, reqs, on_done=lambda i, c: progress.update(1))
+  stream = _Streamer(session, built[0][1], out) if getattr(args, "stream", False) else None
+  results = batching.run_requests(engine, reqs, on_tokens=stream and stream.callback,
+                                  on_done=lambda i, c: progress.update(1))
   progress.close()
+  streamed_audio = stream.finish() if stream else None
   printed = []
   for i, (completion, (prompt, wav_out)) in enumerate(zip(results, built)):
     text_ids, frames = prompts.split_answer(session.vocab, completion.tokens, completion.codes)
@@ -148,7 +158,9 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     if len(frames):
       result["speech_frames"] = int(len(frames))
       path = wav_out or (os.path.join(args.out_dir, f"{i:04d}.wav") if args.out_dir else None)
-      if path:
+      if streamed_audio:
+        result["audio"], result["seconds"] = streamed_audio
+      elif path:
         audio = session.decode_speech(frames)
         audio_lib.write_audio(path, audio, session.speech_tokenizer.sample_rate)
         result["audio"] = path
@@ -156,7 +168,7 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     printed.append(result)
     if len(requests) == 1 and not args.batch_file:
       if "text" in result:
-        print(result["text"], file=out)
+        print("" if stream else result["text"], file=out)   # streamed: end its line
       if "audio" in result:
         print(f"wrote {result['audio']} ({result['seconds']} s)", file=out)
       elif "speech_frames" in result and "text" not in result:
@@ -165,6 +177,38 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     else:
       print(json.dumps(result), file=out)
   return printed
+
+
+class _Streamer:
+  """--stream: prints text as it decodes and appends audio chunks to the output wav."""
+
+  def __init__(self, session, wav_out, out):
+    from slm_jax.inference.session import AnswerStream  # pylint: disable=import-outside-toplevel
+    self.session, self.wav_out, self.out = session, wav_out, out
+    self.partial = wav_out + ".partial.wav" if wav_out else None
+    self.file, self.samples = None, 0
+    self.callback = AnswerStream(session, on_text=self._text,
+                                 on_audio=self._audio if wav_out else None)
+
+  def _text(self, index, delta):
+    print(delta, end="", file=self.out, flush=True)
+
+  def _audio(self, index, samples):
+    import soundfile as sf  # pylint: disable=import-outside-toplevel
+    if self.file is None:
+      self.file = sf.SoundFile(self.partial, "w", samplerate=self.session.speech_tokenizer.sample_rate,
+                               channels=1, subtype="PCM_16")
+    self.file.write(np.clip(samples, -1.0, 1.0))
+    self.file.flush()
+    self.samples += len(samples)
+
+  def finish(self):
+    """(path, seconds) of the streamed wav, or None when no audio was streamed."""
+    if self.file is None:
+      return None
+    self.file.close()
+    os.replace(self.partial, self.wav_out)
+    return self.wav_out, round(self.samples / self.session.speech_tokenizer.sample_rate, 2)
 
 
 def _progress(total: int):
@@ -185,6 +229,8 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.workdir):
       raise RequestError(f"--workdir {args.workdir!r} does not exist")
     cm = Session.from_workdir(args.workdir, step=args.step)
+  if args.stream and len(requests) > 1:
+    raise RequestError("--stream takes one request, not a --batch_file")
   with cm as session:
     run_generation(session, requests, args)
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB

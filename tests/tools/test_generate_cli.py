@@ -19,7 +19,7 @@ import inference_testing  # noqa: E402  pylint: disable=wrong-import-position
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-  """A tiny untrained model over bytes + dMel (tokenizers without files), exported."""
+  """A tiny model over bytes + dMel (tokenizers without files), trained 2 steps, exported."""
   root = tmp_path_factory.mktemp("gen")
   text, speech = ByteVocab(), DMelTokenizer()
   overrides = [
@@ -31,7 +31,7 @@ def export_dir(tmp_path_factory):
   old = list(inference_testing.TINY)
   inference_testing.TINY[:] = [t for t in old if not t.startswith("UnifiedVocab.")] + overrides
   try:
-    inference_testing.train_workdir(str(root / "run"), steps=0, mesh_shape={"fsdp": 1})
+    inference_testing.train_workdir(str(root / "run"), steps=2, mesh_shape={"fsdp": 1})
   finally:
     inference_testing.TINY[:] = old
   out = str(root / "export")
@@ -56,13 +56,29 @@ def test_every_task(export_dir, capsys, tmp_path):
   code, text = _gen(base + ["--task", "asr", "--audio", str(root / "tone.wav")], capsys)
   assert code == 0 and text.strip() != ""          # an (untrained) transcript, printed
   wav = str(tmp_path / "tts.wav")
-  code, text = _gen(base + ["--task", "tts", "--text", "Hello there!", "--out", wav], capsys)
+  code, text = _gen(base + ["--task", "tts", "--text", "Hello there!", "--out", wav,
+                            "--ignore_eos"], capsys)
   audio, rate = sf.read(wav)
   assert code == 0 and rate == 16000 and audio.size > 0 and "wrote" in text
   code, _ = _gen(base + ["--task", "continue", "--audio", str(root / "tone8k.wav")], capsys)
   assert code == 0                                   # 8 kHz input: resampled, not refused
   code, _ = _gen(base + ["--task", "chat", "--text", "Say this: hi"], capsys)
   assert code == 0
+
+
+def test_stream_prints_text_and_writes_audio_in_chunks(export_dir, capsys, tmp_path):
+  out, root = export_dir
+  base = ["--checkpoint", out, "--max_length", "128", "--stream"]
+  code, streamed = _gen(base + ["--task", "continue", "--text", "ab", "--max_new_tokens", "8"],
+                        capsys)
+  code2, whole = _gen(base[:-1] + ["--task", "continue", "--text", "ab", "--max_new_tokens", "8"],
+                      capsys)
+  assert code == code2 == 0 and streamed.strip() == whole.strip()   # greedy: the same answer
+  wav = str(tmp_path / "s.wav")
+  code, text = _gen(base + ["--task", "tts", "--text", "hi", "--max_new_tokens", "100",
+                            "--out", wav, "--ignore_eos"], capsys)
+  audio, _ = sf.read(wav)
+  assert code == 0 and audio.size > 0 and not os.path.exists(wav + ".partial.wav")
 
 
 def test_batch_file_runs_through_the_slots(export_dir, capsys, tmp_path):
