@@ -36,6 +36,7 @@ setuptools.setup(
         "sentencepiece>=0.2.3,<0.3",
         "tokenizers>=0.23,<0.24",
         "safetensors>=0.8,<0.9",
+        "flatbuffers>=24.3,<26",  # jax.export serialization (slm_jax/export/jax_export.py)
         "soundfile>=0.14,<0.15",
         "librosa>=0.11,<1.1",
         "scikit-learn>=1.9,<2",
