@@ -153,7 +153,7 @@ class Engine:
     segment_ids_1L = (index_1L < length).astype(jnp.int32)
     cache = init_cache(self.cfg, 1, self.max_length, self.cache_dtype)
     h_1LD, cache = model.forward_cached(tokens_1L, segment_ids_1L, index_1L.astype(jnp.int32),
-                                        codes_1LK if self.num_extra else None, cache)
+                                        codes_1LK if self.num_extra else None, cache, empty=True)
     h_1D = jax.lax.dynamic_index_in_dim(h_1LD, length - 1, axis=1, keepdims=False)
     mode_1, modality_1 = mode[None], modality[None]
     token_1, codes_1K, key_12 = self._next_tokens(model, h_1D, key_2[None], mode_1, modality_1)

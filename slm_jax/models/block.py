@@ -4,8 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from slm_jax.kernels import dispatch
-from slm_jax.models import kv_cache
+from slm_jax.kernels import cached, dispatch
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.kv_cache import LayerView
 from slm_jax.models.layers import DenseGeneral, RMSNorm, rotary
@@ -27,8 +26,9 @@ class Attention(nnx.Module):
                             std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
 
   def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None):
-    """Self-attention over the L positions; with `cache`, the new keys are written into it at
-    their positions and the queries attend every cache slot (returns (out, updated cache))."""
+    """Self-attention over the L positions; with `cache` (generation) the queries also attend the
+    cache slots written before, and (out, (new keys, new values)) is returned for the caller to
+    write into the cache."""
     cfg = self.cfg
     q_BLHE = rotary(self.query(x_BLD), positions_BL, cfg.rope_theta)
     k_BLGE = rotary(self.key(x_BLD), positions_BL, cfg.rope_theta)
@@ -36,18 +36,16 @@ class Attention(nnx.Module):
     q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
     k_BLGE = constrain(k_BLGE, ("batch", "length", "act_kv_heads", None))
     v_BLGE = constrain(v_BLGE, ("batch", "length", "act_kv_heads", None))
-    if cache is None:   # keys are the same L positions as the queries (S = L)
+    if cache is None or cache.empty:   # keys are the same L positions as the queries (S = L)
       o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
                                   segment_ids_BL, positions_BL, implementation=cfg.attention_impl,
                                   causal=True)
-    else:               # keys are the S cache slots, this call's L positions written into them
-      cache = kv_cache.with_new_keys(cache, k_BLGE, v_BLGE, positions_BL)
-      o_BLHE = dispatch.attention(q_BLHE, cache.k_BSGE, cache.v_BSGE, segment_ids_BL,
-                                  positions_BL, cache.segment_ids_BS, cache.order_BS,
-                                  implementation=cfg.attention_impl)
+    else:                              # keys: the cache slots written before, then the new ones
+      o_BLHE = cached.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
+                                cache.k_BGSE, cache.v_BGSE, cache.segment_ids_BS, cache.order_BS)
     o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
     out_BLD = self.out(o_BLHE)
-    return out_BLD if cache is None else (out_BLD, cache)
+    return out_BLD if cache is None else (out_BLD, (k_BLGE, v_BLGE))
 
 
 class SwiGLU(nnx.Module):
@@ -74,10 +72,10 @@ class DecoderBlock(nnx.Module):
     self.mlp = SwiGLU(cfg, rngs=rngs)
 
   def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None):
-    """[B, L, D] -> [B, L, D]; with `cache` (generation) -> ([B, L, D], updated cache)."""
+    """[B, L, D] -> [B, L, D]; with `cache` (generation) -> ([B, L, D], (new keys, values))."""
     attn = self.attn(self.attn_norm(x_BLD), segment_ids_BL, positions_BL, cache)
-    attn_BLD, cache = attn if cache is not None else (attn, None)
+    attn_BLD, new_kv = attn if cache is not None else (attn, None)
     x_BLD = x_BLD + attn_BLD
     x_BLD = x_BLD + self.mlp(self.mlp_norm(x_BLD))
     x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
-    return x_BLD if cache is None else (x_BLD, cache)
+    return x_BLD if cache is None else (x_BLD, new_kv)

@@ -1,9 +1,10 @@
 """The key/value cache the decoder reads and writes during generation.
 
 Keys and values are stacked like the scanned decoder's parameters, one pair per block stack
-(the shared decoder and, when configured, the text and speech towers' own layers):
+(the shared decoder and, when configured, the text and speech towers' own layers), heads-major so
+that attention reads them as they are:
 
-    k_YBSGE, v_YBSGE   [layers, batch, S_max, kv_heads, head_dim]
+    k_YBGSE, v_YBGSE   [layers, batch, kv_heads, S_max, head_dim]
 
 Beside them, per cache slot, the attention contract's key side (docs/architecture.md):
 
@@ -12,9 +13,11 @@ Beside them, per cache slot, the attention contract's key side (docs/architectur
     is_speech_BS     bool  [B, S_max]   the slot holds a speech frame (towers see only their modality)
 
 A row holds one sequence and the token at position p lives in slot p, so prefill (a whole prompt)
-and decode (one token) are the same call: write the new keys at their positions, then attend the
-queries to every slot under the (segment, order) mask. Empty slots have segment 0 and are never
-attended. The cache carries logical axes and shards like the activations.
+and decode (one token) are the same call: each layer attends its new queries to the cache slots
+written before this call and to the new keys themselves (kernels/cached.py, one softmax over
+both), returns its new keys, and the stack writes all layers' new keys into the cache once, after
+the layer scan. Empty slots have segment 0 and are never attended. The cache carries logical axes
+and shards like the activations.
 """
 from __future__ import annotations
 
@@ -25,15 +28,15 @@ import jax.numpy as jnp
 from slm_jax.sharding import constrain
 
 # Logical axes of the cache arrays (the same names the activations use).
-KV_AXES = ("layers", "batch", "length", "act_kv_heads", None)
+KV_AXES = ("layers", "batch", "act_kv_heads", "length", None)
 SLOT_AXES = ("batch", "length")
 
 
 @flax.struct.dataclass
 class StackCache:
-  """Keys and values of one block stack: [Y, B, S, G, E] each."""
-  k_YBSGE: jax.Array
-  v_YBSGE: jax.Array
+  """Keys and values of one block stack: [Y, B, G, S, E] each."""
+  k_YBGSE: jax.Array
+  v_YBGSE: jax.Array
 
 
 @flax.struct.dataclass
@@ -70,7 +73,7 @@ def init_cache(cfg, batch_size: int, max_length: int, dtype=None) -> KVCache:
   dtype = dtype or cfg.jnp_dtype
   stacks = {}
   for name, depth in stack_names(cfg).items():
-    shape = (depth, batch_size, max_length, cfg.num_kv_heads, cfg.head_dim)
+    shape = (depth, batch_size, cfg.num_kv_heads, max_length, cfg.head_dim)
     stacks[name] = StackCache(constrain(jnp.zeros(shape, dtype), KV_AXES),
                               constrain(jnp.zeros(shape, dtype), KV_AXES))
   slots = lambda dtype: constrain(jnp.zeros((batch_size, max_length), dtype), SLOT_AXES)  # noqa: E731
@@ -102,15 +105,30 @@ def write_slots(cache: KVCache, segment_ids_BL, positions_BL, is_speech_BL) -> K
 
 @flax.struct.dataclass
 class LayerView:
-  """What one attention layer sees of the cache: its keys/values and the slots' (segment, order)."""
-  k_BSGE: jax.Array
-  v_BSGE: jax.Array
+  """What one attention layer reads of the cache: its keys/values and the (segment, order) of the
+  slots written before this call. `empty` (static): no slot is written yet (a fresh prefill), so
+  the layer attends only its new keys, exactly like training."""
+  k_BGSE: jax.Array
+  v_BGSE: jax.Array
   segment_ids_BS: jax.Array
   order_BS: jax.Array
+  empty: bool = flax.struct.field(pytree_node=False, default=False)
 
 
-def with_new_keys(view: LayerView, k_BLGE, v_BLGE, positions_BL) -> LayerView:
-  """The layer's cache with this call's keys/values written at their positions."""
+def write_new_keys(cache: StackCache, k_YBLGE, v_YBLGE, positions_BL) -> StackCache:
+  """Every layer's new keys/values written at their positions (rows start at positions[:, 0])."""
   start_B = positions_BL[:, 0]
-  return view.replace(k_BSGE=write_rows(view.k_BSGE, k_BLGE, start_B),
-                      v_BSGE=write_rows(view.v_BSGE, v_BLGE, start_B))
+
+  def write(stacked_YBGSE, new_YBLGE):
+    if new_YBLGE.shape[2] == 1:   # decode: a select over the slots beats a per-row scatter on CPU
+      hit_BS = jnp.arange(stacked_YBGSE.shape[3])[None] == start_B[:, None]
+      new_YBG1E = new_YBLGE.transpose(0, 1, 3, 2, 4).astype(stacked_YBGSE.dtype)
+      out = jnp.where(hit_BS[None, :, None, :, None], new_YBG1E, stacked_YBGSE)
+      return constrain(out, KV_AXES)
+    new_BYGLE = new_YBLGE.transpose(1, 0, 3, 2, 4).astype(stacked_YBGSE.dtype)
+
+    def one_row(row_YGSE, new_YGLE, start):
+      return jax.lax.dynamic_update_slice(row_YGSE, new_YGLE, (0, 0, start, 0))
+    out = jax.vmap(one_row, in_axes=(1, 0, 0), out_axes=1)(stacked_YBGSE, new_BYGLE, start_B)
+    return constrain(out, KV_AXES)
+  return StackCache(write(cache.k_YBGSE, k_YBLGE), write(cache.v_YBGSE, v_YBLGE))

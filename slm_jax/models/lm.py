@@ -34,16 +34,18 @@ class SpeechTextLM(nnx.Module):
     x_BLD = self.decoder(x_BLD, segment_ids, positions)
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed"))
 
-  def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: KVCache):
+  def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: KVCache,
+                     empty: bool = False):
     """Generation: the L new positions (contiguous positions per row; a whole prompt or one
-    token) are written into `cache` at their positions and attend every cache slot.
+    token) attend the cache slots written before and each other, then are written into `cache`
+    at their positions. `empty` (static): the cache holds nothing yet (a fresh prefill).
     Returns (final hidden states [B, L, D], updated cache)."""
-    cache = kv_cache.write_slots(cache, segment_ids, positions, self.cfg.vocab.is_speech(tokens))
-    x_BLD, cache = self.towers(tokens, segment_ids, positions, speech_codes, cache)
+    x_BLD, cache = self.towers(tokens, segment_ids, positions, speech_codes, cache, empty)
     x_BLD, decoder_cache = self.decoder.forward_cached(
         x_BLD, segment_ids, positions, cache.stacks["decoder"], cache.segment_ids_BS,
-        cache.order_BS)
+        cache.order_BS, empty)
     cache = cache.replace(stacks={**cache.stacks, "decoder": decoder_cache})
+    cache = kv_cache.write_slots(cache, segment_ids, positions, self.cfg.vocab.is_speech(tokens))
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed")), cache
 
   def logits(self, tokens, segment_ids, positions, speech_codes=None):

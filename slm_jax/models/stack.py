@@ -11,7 +11,7 @@ from flax import nnx
 
 from slm_jax.models.block import DecoderBlock
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.kv_cache import LayerView, StackCache
+from slm_jax.models.kv_cache import LayerView, StackCache, write_new_keys
 from slm_jax.models.remat import remat
 
 
@@ -47,27 +47,33 @@ class BlockStack(nnx.Module):
     return x_BLD
 
   def forward_cached(self, x_BLD, segment_ids_BL, positions_BL, cache: StackCache,
-                     kv_segment_ids_BS, kv_order_BS) -> tuple[jax.Array, StackCache]:
-    """Generation: each layer writes its new keys into its slice of `cache` and attends the
-    cache slots, whose (segment, order) are `kv_segment_ids_BS` / `kv_order_BS`."""
+                     kv_segment_ids_BS, kv_order_BS, empty: bool = False
+                     ) -> tuple[jax.Array, StackCache]:
+    """Generation: each layer attends its cache slice (slots whose (segment, order) are
+    `kv_segment_ids_BS` / `kv_order_BS`, written before this call) and the new positions; all
+    layers' new keys are written into the stacked cache once, after the layers.
+    `empty` (static): nothing is cached yet (a fresh prefill), so the cache is not read."""
     if self.blocks is None:
       return x_BLD, cache
     graphdef, stacked = nnx.split(self.blocks)
 
     def apply_layer(x, layer):
-      layer_state, k_BSGE, v_BSGE = layer
-      view = LayerView(k_BSGE, v_BSGE, kv_segment_ids_BS, kv_order_BS)
-      x, view = nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, view)
-      return x, (view.k_BSGE, view.v_BSGE)
+      layer_state, k_BGSE, v_BGSE = layer
+      view = LayerView(k_BGSE, v_BGSE, kv_segment_ids_BS, kv_order_BS, empty)
+      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, view)
 
+    if empty:   # the cache is not read: scan over the parameters only
+      dummy = lambda: jnp.zeros((self.num_layers, 0, 0, 0, 0), cache.k_YBGSE.dtype)  # noqa: E731
+      xs = (stacked, dummy(), dummy())
+    else:
+      xs = (stacked, cache.k_YBGSE, cache.v_YBGSE)
     if self.cfg.scan_layers:
-      x_BLD, (k_YBSGE, v_YBSGE) = jax.lax.scan(apply_layer, x_BLD,
-                                               (stacked, cache.k_YBSGE, cache.v_YBSGE))
-      return x_BLD, StackCache(k_YBSGE, v_YBSGE)
-    ks, vs = [], []
-    for i in range(self.num_layers):
-      layer = jax.tree.map(lambda a, i=i: a[i], (stacked, cache.k_YBSGE, cache.v_YBSGE))
-      x_BLD, (k, v) = apply_layer(x_BLD, layer)
-      ks.append(k)
-      vs.append(v)
-    return x_BLD, StackCache(jnp.stack(ks), jnp.stack(vs))
+      x_BLD, (k_YBLGE, v_YBLGE) = jax.lax.scan(apply_layer, x_BLD, xs)
+    else:
+      ks, vs = [], []
+      for i in range(self.num_layers):
+        x_BLD, (k, v) = apply_layer(x_BLD, jax.tree.map(lambda a, i=i: a[i], xs))
+        ks.append(k)
+        vs.append(v)
+      k_YBLGE, v_YBLGE = jnp.stack(ks), jnp.stack(vs)
+    return x_BLD, write_new_keys(cache, k_YBLGE, v_YBLGE, positions_BL)

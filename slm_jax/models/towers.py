@@ -69,9 +69,9 @@ class ModalityTowers(nnx.Module):
     self.speech_layers = BlockStack(cfg, cfg.speech_tower_layers, rngs=rngs)
 
   def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLK=None,
-               cache: KVCache | None = None):
-    """-> x [B, L, D]; with `cache` (generation: slot metadata already written for these
-    positions) -> (x, cache with the towers' keys and values written)."""
+               cache: KVCache | None = None, empty: bool = False):
+    """-> x [B, L, D]; with `cache` (generation: slots as before this call; `empty` when none is
+    written yet) -> (x, cache with the towers' new keys and values written)."""
     vocab = self.cfg.vocab
     is_speech_BL = vocab.is_speech(tokens_BL)
     x_BLD = self.embed(tokens_BL)
@@ -95,9 +95,9 @@ class ModalityTowers(nnx.Module):
     if self.text_layers.num_layers:   # each tower sees only the cache slots of its own modality
       text_x, stacks["text_tower"] = self.text_layers.forward_cached(
           x_BLD, text_segments_BL, positions_BL, cache.stacks["text_tower"],
-          jnp.where(cache.is_speech_BS, 0, cache.segment_ids_BS), cache.order_BS)
+          jnp.where(cache.is_speech_BS, 0, cache.segment_ids_BS), cache.order_BS, empty)
     if self.speech_layers.num_layers:
       speech_x, stacks["speech_tower"] = self.speech_layers.forward_cached(
           x_BLD, speech_segments_BL, positions_BL, cache.stacks["speech_tower"],
-          jnp.where(cache.is_speech_BS, cache.segment_ids_BS, 0), cache.order_BS)
+          jnp.where(cache.is_speech_BS, cache.segment_ids_BS, 0), cache.order_BS, empty)
     return jnp.where(is_speech_BL[..., None], speech_x, text_x), cache.replace(stacks=stacks)

@@ -69,8 +69,8 @@ def test_artifact_directory_contents(exported_k1):
   with open(os.path.join(directory, jax_export.MANIFEST)) as f:
     manifest = json.load(f)
   assert manifest["platforms"] == ["cpu", "cuda", "tpu"]
-  assert manifest["state"]["cache/stacks/decoder/k_YBSGE"]["shape"] == [2, "b", MAX_LEN, 2, 8]
-  assert manifest["state"]["cache/stacks/decoder/k_YBSGE"]["slot_axis"] == 1
+  assert manifest["state"]["cache/stacks/decoder/k_YBGSE"]["shape"] == [2, "b", 2, MAX_LEN, 8]
+  assert manifest["state"]["cache/stacks/decoder/k_YBGSE"]["slot_axis"] == 1
   assert manifest["state"]["token_B"] == {"shape": ["b"], "dtype": "int32", "slot_axis": 0}
   assert manifest["prefill_inputs"]["tokens_1L"]["shape"] == [1, "l"]
   assert manifest["step_outputs"]["tokens_NB"]["shape"] == [5, "b"]

@@ -149,9 +149,9 @@ def test_bf16_cache_close_to_f32():
   assert bf16.cache_bytes() < 0.6 * f32.cache_bytes()
   a = f32.prefill(ps[0])
   b = bf16.prefill(ps[0])
-  assert b.cache.stacks["decoder"].k_YBSGE.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(b.cache.stacks["decoder"].k_YBSGE, np.float32),
-                             np.asarray(a.cache.stacks["decoder"].k_YBSGE), atol=0.05, rtol=0.02)
+  assert b.cache.stacks["decoder"].k_YBGSE.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(b.cache.stacks["decoder"].k_YBGSE, np.float32),
+                             np.asarray(a.cache.stacks["decoder"].k_YBGSE), atol=0.05, rtol=0.02)
 
 
 def test_sharded_engine_equals_single_device():
@@ -171,6 +171,6 @@ def test_sharded_engine_equals_single_device():
   engine = Engine(sharded_model, slots=4, max_length=MAX_LEN, steps_per_call=4, stop_ids=(),
                   mesh=mesh)
   dstate = engine.init_decode_state()
-  k = dstate.cache.stacks["decoder"].k_YBSGE
+  k = dstate.cache.stacks["decoder"].k_YBGSE
   assert len(k.sharding.device_set) == 8 and not k.sharding.is_fully_replicated
   assert [t for t, _ in run_engine(engine, ps, max_new=6)] == [t for t, _ in single]
