@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
 WORKDIR ?= runs/demo
 TEST_ARGS ?=
+# pytest-xdist workers; each test file runs whole on one worker (module fixtures shared).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast bench setup apt clean
 

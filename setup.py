@@ -48,7 +48,7 @@ setuptools.setup(
         "jiwer>=4.0,<5",
     ],
     extras_require={
-        "test": ["pytest>=9.2,<10"],
+        "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
         # PyTorch parity tests and the PyTorch peer benchmark. Pin the CPU build.
         "torch": ["torch==2.13.0", "transformers>=5.23,<6"],
         "asr": ["pocketsphinx>=5.1.1,<6"],
