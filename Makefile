@@ -35,13 +35,13 @@ $(STAMP): setup.py | apt
 demo: apt $(STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
-# The whole CPU suite (about 7 min on 2 cores), slow and multi-process tests included.
+# The whole CPU suite (430 tests, about 15 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
-	$(PY) -m pytest -q -m "not gpu and not tpu" $(TEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not gpu and not tpu" $(TEST_ARGS)
 
-# Without the tests marked slow (about 5 min on 2 cores).
+# Without the tests marked slow.
 test-fast: apt $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu and not tpu" $(TEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not gpu and not tpu" $(TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py
