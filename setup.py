@@ -61,6 +61,7 @@ setuptools.setup(
             "slm-data=slm_jax.tools.data:run",
             "slm-export=slm_jax.tools.export:run",
             "slm-generate=slm_jax.tools.generate:run",
+            "slm-eval=slm_jax.tools.evaluate:run",
         ],
     },
 )

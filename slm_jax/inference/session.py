@@ -66,6 +66,15 @@ class Session:
       inference_checkpoint.export_inference_checkpoint(workdir, out, step=step)
       yield cls.load(out, mesh=mesh)
 
+  @classmethod
+  def from_model(cls, model, text_vocab=None, speech_tokenizer=None, info: Optional[dict] = None,
+                 directory: str = "") -> "Session":
+    """A live model (e.g. the parameters of a training step) with tokenizers, checked against
+    its vocabulary like a loaded checkpoint's."""
+    vocab = model.cfg.vocab
+    _check_identity(vocab, text_vocab, speech_tokenizer, directory or "the model")
+    return cls(model, vocab, text_vocab, speech_tokenizer, dict(info or {}), directory)
+
   def engine(self, **kwargs):
     from slm_jax.inference.engine import Engine  # pylint: disable=import-outside-toplevel
     return Engine(self.model, **kwargs)

@@ -1,0 +1,49 @@
+"""ASR evaluation: greedy transcripts of a manifest's audio, WER / CER overall and per speaker,
+beside the no-learning baselines (`baselines.py`) and a few example transcripts.
+
+    result = evaluate_asr(session, read_manifest("corpus/manifest_test.jsonl"), slots=8)
+    result["cer"], result["baseline"]["deranged_cer"], result["per_speaker"]["flite-slt"]["cer"]
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from slm_jax.evaluation import baselines, generation
+from slm_jax.evaluation.error_rates import error_rates
+from slm_jax.evaluation.eval_sets import EvalUtterance
+
+
+def score_transcripts(references: Sequence[str], hypotheses: Sequence[str],
+                      speakers: Sequence[str] = ()) -> dict:
+  """WER / CER, baselines, and the same per speaker (when speakers are given)."""
+  rates = error_rates(references, hypotheses)
+  out = {"utterances": len(references), "wer": rates.wer, "cer": rates.cer,
+         "words": rates.to_dict()["words"], "chars": rates.to_dict()["chars"],
+         "baseline": baselines.baselines(references, hypotheses)}
+  if speakers and len(set(speakers)) > 1:
+    per = {}
+    for spk in sorted(set(speakers)):
+      idx = [i for i, s in enumerate(speakers) if s == spk]
+      refs, hyps = [references[i] for i in idx], [hypotheses[i] for i in idx]
+      r = error_rates(refs, hyps)
+      per[spk] = {"utterances": len(idx), "wer": r.wer, "cer": r.cer,
+                  "baseline": baselines.baselines(refs, hyps)}
+    out["per_speaker"] = per
+  return out
+
+
+def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens: int = 96,
+                 slots: int = 8, num_examples: int = 5, engine=None, progress: bool = True) -> dict:
+  """Transcribes every utterance greedily and scores it (see the module docstring)."""
+  start = time.perf_counter()
+  frames = [session.encode_audio(u.audio_path) for u in utterances]
+  hyps = generation.transcribe(session, frames, max_new_tokens=max_new_tokens, slots=slots,
+                               engine=engine, progress=progress)
+  refs = [u.text for u in utterances]
+  out = score_transcripts(refs, hyps, [u.speaker for u in utterances])
+  out["examples"] = [{"id": u.id, "speaker": u.speaker, "reference": u.text, "hypothesis": h}
+                     for u, h in list(zip(utterances, hyps))[:num_examples]]
+  out["hypotheses"] = {u.id: h for u, h in zip(utterances, hyps)}
+  out["seconds"] = round(time.perf_counter() - start, 2)
+  return out

@@ -1,0 +1,102 @@
+"""TTS loopback evaluation: text -> the model's speech -> audio -> an offline recognizer -> WER.
+
+For each sentence the model generates speech greedily (the TTS prompt, answers constrained to
+speech), the session's speech tokenizer turns the frames into audio (written to `out_dir`), and
+the recognizer (`recognizer.py`, pocketsphinx) transcribes it. Beside the loopback WER / CER:
+
+  baseline      the loopback hypotheses scored against other sentences (`baselines.py`): speech
+                that does not depend on the text scores the same on both
+  resynthesis   when the sentences come with audio: the tokenizer's round trip of that audio
+                (`resynthesis.round_trip`), the ceiling of any model using this tokenizer
+  original      the recognizer on the original audio (its own error on this speech)
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from slm_jax.data import audio as audio_lib
+from slm_jax.evaluation import baselines, generation, resynthesis
+from slm_jax.evaluation.error_rates import error_rates
+from slm_jax.evaluation.eval_sets import EvalUtterance
+
+Transcribe = Callable[[np.ndarray, int], str]
+
+
+def default_recognizer() -> Optional[Transcribe]:
+  """pocketsphinx's `transcribe`, or None when it is not installed."""
+  from slm_jax.evaluation.recognizer import (  # pylint: disable=import-outside-toplevel
+      PocketsphinxRecognizer, RecognizerUnavailableError)
+  try:
+    return PocketsphinxRecognizer().transcribe
+  except RecognizerUnavailableError:
+    return None
+
+
+SKIP_MESSAGE = ("pocketsphinx is not installed (pip install -e '.[asr]'); the wavs are written "
+                "but not transcribed")
+
+
+def _rates(refs, hyps) -> dict:
+  r = error_rates(refs, hyps)
+  return {"wer": r.wer, "cer": r.cer}
+
+
+def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional[str], *,
+                 transcribe: Optional[Transcribe] = None, slots: int = 8,
+                 max_new_tokens: Optional[int] = None, seconds_per_word: float = 0.6,
+                 num_examples: int = 5, engine=None, progress: bool = True) -> dict:
+  """Loopback WER / CER of the model's speech for `utterances` (see the module docstring).
+
+  transcribe(audio, sample_rate) -> text; None: pocketsphinx, and when it is missing the result
+  says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of
+  speech frames; None: `seconds_per_word` per word plus 1.5 s.
+  """
+  start = time.perf_counter()
+  texts = [u.text for u in utterances]
+  budgets = (max_new_tokens if max_new_tokens else
+             [generation.speech_budget(session, t, seconds_per_word) for t in texts])
+  frames = generation.synthesize(session, texts, max_new_tokens=budgets, slots=slots,
+                                 engine=engine, progress=progress)
+  tok = session.speech_tokenizer
+  audios = [session.decode_speech(f) if len(f) else np.zeros([0], np.float32) for f in frames]
+  files = []
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    for u, a in zip(utterances, audios):
+      path = os.path.join(out_dir, f"{u.id}.wav")
+      if a.size:
+        audio_lib.write_audio(path, a, tok.sample_rate)
+        files.append(path)
+  out = {"utterances": len(utterances), "out_dir": out_dir, "files": files,
+         "seconds_of_speech": round(sum(a.size for a in audios) / tok.sample_rate, 2),
+         "empty_answers": int(sum(1 for f in frames if not len(f)))}
+  if transcribe is None:
+    transcribe = default_recognizer()
+  if transcribe is None:
+    out["skipped"] = SKIP_MESSAGE
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    return out
+  hyps = [transcribe(a, tok.sample_rate) if a.size else "" for a in audios]
+  out.update(_rates(texts, hyps))
+  out["baseline"] = baselines.baselines(texts, hyps)
+  with_audio = [i for i, u in enumerate(utterances) if u.audio_path]
+  if with_audio:
+    refs = [texts[i] for i in with_audio]
+    originals, resynth = [], []
+    for i in with_audio:
+      audio, rate = audio_lib.read_audio(utterances[i].audio_path)
+      originals.append(transcribe(audio, rate))
+      if tok.can_decode:
+        resynth.append(transcribe(resynthesis.round_trip(tok, audio, rate), tok.sample_rate))
+    out["original"] = _rates(refs, originals)
+    if resynth:
+      out["resynthesis"] = _rates(refs, resynth)
+  out["examples"] = [{"id": u.id, "reference": u.text, "hypothesis": h,
+                      "wav": os.path.join(out_dir, f"{u.id}.wav") if out_dir else None}
+                     for u, h in list(zip(utterances, hyps))[:num_examples]]
+  out["seconds"] = round(time.perf_counter() - start, 2)
+  return out
