@@ -10,19 +10,25 @@ import jax
 import jax.numpy as jnp
 
 
-def segment_order_mask(q_segment_ids, q_order, kv_segment_ids, kv_order):
-  """bool[B, L, S]: may query l attend key s."""
+def segment_order_mask(q_segment_ids, q_order, kv_segment_ids, kv_order, window: int | None = None):
+  """bool[B, L, S]: may query l attend key s (and, with `window`, query_order - key_order < window)."""
   same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (q_segment_ids[:, :, None] != 0)
-  return same & (kv_order[:, None, :] <= q_order[:, :, None])
+  mask = same & (kv_order[:, None, :] <= q_order[:, :, None])
+  if window is not None:
+    mask = mask & (q_order[:, :, None] - kv_order[:, None, :] < window)
+  return mask
 
 
 def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
-              *, scale: float | None = None):
+              *, scale: float | None = None, softcap: float | None = None,
+              window: int | None = None):
   """Grouped-query attention: H query heads share G kv heads, R = H / G query heads per kv head.
 
   Args:
     q_BLHE: [B, L, H, E] queries.  k_BSGE, v_BSGE: [B, S, G, E] keys / values.
     q_segment_ids, q_order: int32[B, L].  kv_segment_ids, kv_order: int32[B, S].
+    softcap: logits become softcap * tanh(logits / softcap) (after the scale).
+    window: a query sees keys with query_order - key_order < window only.
   Returns:
     [B, L, H, E] in the dtype of q; logits and softmax are computed in float32.
   """
@@ -34,7 +40,9 @@ def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv
   q_BLGRE = q_BLHE.reshape(b, l, g, h // g, e)
   logits_BGRLS = jnp.einsum("blgre,bsge->bgrls", q_BLGRE, k_BSGE,
                             preferred_element_type=jnp.float32) * scale
-  mask_BLS = segment_order_mask(q_segment_ids, q_order, kv_segment_ids, kv_order)
+  if softcap is not None:
+    logits_BGRLS = softcap * jnp.tanh(logits_BGRLS / softcap)
+  mask_BLS = segment_order_mask(q_segment_ids, q_order, kv_segment_ids, kv_order, window)
   logits_BGRLS = jnp.where(mask_BLS[:, None, None], logits_BGRLS, jnp.finfo(jnp.float32).min)
   probs_BGRLS = jax.nn.softmax(logits_BGRLS, axis=-1)
   # Fully masked rows (padding queries) would average all values; zero them instead.
