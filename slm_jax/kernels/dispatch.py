@@ -1,8 +1,9 @@
 """The one place that names attention implementations and chooses among them.
 
 Every model calls `attention(...)` with an implementation name (`ModelConfig.attention_impl`, the
-only setting). A new kernel is one `register(...)` call below: its name, its function, whether it
-takes the causal promise, and on which backends `auto` prefers it.
+only setting), and the decode step calls `cached_attention(...)` with the same name. A new kernel
+is one `register(...)` call below: its name, its function, whether it takes the causal promise,
+and on which backends `auto` prefers it. The table per backend and case is in docs/kernels.md.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable, Mapping
 
 import jax
 
-from slm_jax.kernels import blockwise, reference
+from slm_jax.kernels import blockwise, cached, decode, flash, library, reference, sharded
 
 AttentionFn = Callable[..., jax.Array]
 
@@ -47,6 +48,13 @@ def register(name: str, fn: AttentionFn, *, takes_causal: bool = False,
 
 register("xla", reference.attention)
 register("xla_blockwise", blockwise.attention, takes_causal=True, auto_priority={"cpu": 1})
+# Pallas kernels run per shard (shard_map over batch and kv heads) when a mesh is active. None is
+# `auto`'s choice yet: interpret mode on CPU checks their numbers, not their Mosaic / Triton
+# lowering or speed; give them a priority once the `gpu` / `tpu` tests and bench/attention.py ran
+# on the device (docs/kernels.md).
+register("pallas", sharded.on_mesh(flash.attention), takes_causal=True)
+register("splash", sharded.on_mesh(library.splash_attention), takes_causal=True)
+register("cudnn", sharded.on_mesh(library.cudnn_attention), takes_causal=True)
 
 
 def names() -> tuple[str, ...]:
@@ -82,3 +90,13 @@ def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv
   extra = {"causal": causal} if impl.takes_causal else {}
   return impl.fn(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
                  scale=scale, **extra)
+
+
+def cached_attention(q_BLHE, k_new_BLGE, v_new_BLGE, q_segment_ids, q_order, k_cache_BGSE,
+                     v_cache_BGSE, cache_segment_ids, cache_order, *, implementation: str = AUTO):
+  """The decode step (`cached.attention`'s contract): with `pallas`, the cache part runs in a kernel
+  (`decode.attention`: ours, or the GPU decode kernel for one-token steps where it fits); every
+  other implementation uses the XLA path."""
+  fn = decode.attention if resolve(implementation) == "pallas" else cached.attention
+  return fn(q_BLHE, k_new_BLGE, v_new_BLGE, q_segment_ids, q_order, k_cache_BGSE, v_cache_BGSE,
+            cache_segment_ids, cache_order)

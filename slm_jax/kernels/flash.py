@@ -103,18 +103,18 @@ def _block_sizes(variant, n, s, block_rows, block_keys, interpret):
   return (min(block_rows, tiles.round_up(n, 8)), min(block_keys, tiles.round_up(s, key_align)))
 
 
-def prepare(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order, *,
+def prepare(q_BLHE, k_BGSE, v_BGSE, q_segment_ids, q_order, kv_segment_ids, kv_order, *,
             block_rows, block_keys, heads_per_row, window, pad_head_dim=False):
-  """Folds, pads and tabulates; returns (Problem, L, R, E)."""
+  """Folds, pads and tabulates (keys heads-major, as the KV cache holds them); returns Problem."""
   b, l, h, e = q_BLHE.shape
-  s, g = k_BSGE.shape[1], k_BSGE.shape[2]
+  g, s = k_BGSE.shape[1], k_BGSE.shape[2]
   r = h // g
   n_pad, s_pad = tiles.round_up(l * r, block_rows), tiles.round_up(s, block_keys)
   e_pad = (1 << (e - 1).bit_length()) if pad_head_dim else e
   q = q_BLHE.reshape(b, l, g, r, e).transpose(0, 2, 1, 3, 4).reshape(b, g, l * r, e)
   q = tiles.pad_axis(tiles.pad_axis(q, 2, n_pad), 3, e_pad)
-  k = tiles.pad_axis(tiles.pad_axis(k_BSGE.transpose(0, 2, 1, 3), 2, s_pad), 3, e_pad)
-  v = tiles.pad_axis(tiles.pad_axis(v_BSGE.transpose(0, 2, 1, 3), 2, s_pad), 3, e_pad)
+  k = tiles.pad_axis(tiles.pad_axis(k_BGSE, 2, s_pad), 3, e_pad)
+  v = tiles.pad_axis(tiles.pad_axis(v_BGSE, 2, s_pad), 3, e_pad)
   q_seg = tiles.pad_axis(jnp.repeat(tiles.as_int32(q_segment_ids), r, axis=1), 1, n_pad)
   q_ord = tiles.pad_axis(jnp.repeat(tiles.as_int32(q_order), r, axis=1), 1, n_pad)
   k_seg = tiles.pad_axis(tiles.as_int32(kv_segment_ids), 1, s_pad)
@@ -123,7 +123,35 @@ def prepare(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_o
   k_table = tiles.block_table(k_seg, k_ord, block_keys)
   k_range, q_range = tiles.block_ranges(q_table, k_table, window=window, block_rows=block_rows,
                                         block_keys=block_keys, heads_per_row=heads_per_row)
-  return Problem(q, k, v, q_seg, q_ord, k_seg, k_ord, q_table, k_table, k_range, q_range), l, r, e
+  return Problem(q, k, v, q_seg, q_ord, k_seg, k_ord, q_table, k_table, k_range, q_range)
+
+
+def _setup(q_BLHE, k_BGSE, v_BGSE, masks, *, scale, causal, softcap, window, block_rows,
+           block_keys, variant, interpret):
+  b, l, h, e = q_BLHE.shape
+  g, s = k_BGSE.shape[1], k_BGSE.shape[2]
+  if h % g:
+    raise KernelUnsupportedError(f"{h} query heads are not a multiple of {g} kv heads")
+  variant = variant or default_variant()
+  interpret = jax.default_backend() == "cpu" if interpret is None else interpret
+  r = h // g
+  block_rows, block_keys = _block_sizes(variant, l * r, s, block_rows, block_keys, interpret)
+  heads_per_row = r if causal and l == s else None
+  p = prepare(q_BLHE, k_BGSE, v_BGSE, *masks, block_rows=block_rows, block_keys=block_keys,
+              heads_per_row=heads_per_row, window=window, pad_head_dim=variant == "triton")
+  cfg = Config(scale=float(e ** -0.5 if scale is None else scale),
+               softcap=None if softcap is None else float(softcap),
+               window=None if window is None else int(window), heads_per_row=heads_per_row,
+               block_rows=block_rows, block_keys=block_keys, variant=variant, interpret=interpret)
+  return p, cfg
+
+
+def _unfold(x_BGNE, b, l, h, e):
+  """[B, G, N(padded), E(padded)] rows back to [B, L, H, E]."""
+  g = x_BGNE.shape[1]
+  r = h // g
+  x = x_BGNE[:, :, :l * r, :e].reshape(b, g, l, r, e).transpose(0, 2, 1, 3, 4)
+  return x.reshape(b, l, h, e)
 
 
 @gin.configurable("pallas_attention", denylist=["scale", "causal"])
@@ -143,21 +171,22 @@ def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv
     interpret: run the Pallas interpreter; default on CPU.
   """
   b, l, h, e = q_BLHE.shape
-  s, g = k_BSGE.shape[1], k_BSGE.shape[2]
-  if h % g:
-    raise KernelUnsupportedError(f"{h} query heads are not a multiple of {g} kv heads")
-  variant = variant or default_variant()
-  interpret = jax.default_backend() == "cpu" if interpret is None else interpret
-  r = h // g
-  block_rows, block_keys = _block_sizes(variant, l * r, s, block_rows, block_keys, interpret)
-  heads_per_row = r if causal and l == s else None
-  p, l, r, e = prepare(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order,
-                       block_rows=block_rows, block_keys=block_keys, heads_per_row=heads_per_row,
-                       window=window, pad_head_dim=variant == "triton")
-  cfg = Config(scale=float(e ** -0.5 if scale is None else scale),
-               softcap=None if softcap is None else float(softcap),
-               window=None if window is None else int(window), heads_per_row=heads_per_row,
-               block_rows=block_rows, block_keys=block_keys, variant=variant, interpret=interpret)
-  out_BGNE = _flash(p, cfg)
-  out = out_BGNE[:, :, :l * r, :e].reshape(b, g, l, r, e).transpose(0, 2, 1, 3, 4)
-  return out.reshape(b, l, h, e)
+  p, cfg = _setup(q_BLHE, k_BSGE.transpose(0, 2, 1, 3), v_BSGE.transpose(0, 2, 1, 3),
+                  (q_segment_ids, q_order, kv_segment_ids, kv_order), scale=scale, causal=causal,
+                  softcap=softcap, window=window, block_rows=block_rows, block_keys=block_keys,
+                  variant=variant, interpret=interpret)
+  return _unfold(_flash(p, cfg), b, l, h, e)
+
+
+def forward_heads_major(q_BLHE, k_BGSE, v_BGSE, q_segment_ids, q_order, kv_segment_ids, kv_order,
+                        *, scale: float | None = None, block_rows: int = 128,
+                        block_keys: int = 128, variant: str | None = None,
+                        interpret: bool | None = None):
+  """Forward only, keys heads-major (a KV cache as it is stored): (out [B, L, H, E], lse
+  f32[B, L, H, 1], NEG for queries that see no key), for merging with other key sets."""
+  b, l, h, e = q_BLHE.shape
+  p, cfg = _setup(q_BLHE, k_BGSE, v_BGSE, (q_segment_ids, q_order, kv_segment_ids, kv_order),
+                  scale=scale, causal=False, softcap=None, window=None, block_rows=block_rows,
+                  block_keys=block_keys, variant=variant, interpret=interpret)
+  out, lse = _variant(cfg.variant).forward(p, cfg)
+  return _unfold(out, b, l, h, e), _unfold(lse, b, l, h, 1)

@@ -137,10 +137,11 @@ def forward_tile(q, k, v, mask, m_prev, l_prev, acc_prev, *, scale, softcap):
 
 
 def finish_forward(m, l, acc):
-  """(out, lse): rows with no visible key output zeros and a log-sum-exp of 0."""
+  """(out, lse): rows with no visible key output zeros and a log-sum-exp of NEG (they weigh
+  nothing when merged with other keys; the backward masks them entirely)."""
   seen = l > 0
   out = jnp.where(seen, acc / jnp.where(seen, l, 1.0), 0.0)
-  lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), 0.0)
+  lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), NEG)
   return out, lse
 
 

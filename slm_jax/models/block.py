@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from slm_jax.kernels import cached, dispatch
+from slm_jax.kernels import dispatch
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.kv_cache import LayerView
 from slm_jax.models.layers import DenseGeneral, RMSNorm, rotary
@@ -41,8 +41,9 @@ class Attention(nnx.Module):
                                   segment_ids_BL, positions_BL, implementation=cfg.attention_impl,
                                   causal=True)
     else:                              # keys: the cache slots written before, then the new ones
-      o_BLHE = cached.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
-                                cache.k_BGSE, cache.v_BGSE, cache.segment_ids_BS, cache.order_BS)
+      o_BLHE = dispatch.cached_attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
+                                         cache.k_BGSE, cache.v_BGSE, cache.segment_ids_BS,
+                                         cache.order_BS, implementation=cfg.attention_impl)
     o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
     out_BLD = self.out(o_BLHE)
     return out_BLD if cache is None else (out_BLD, (k_BLGE, v_BLGE))

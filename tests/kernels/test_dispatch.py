@@ -14,9 +14,9 @@ def registry(monkeypatch):
 
 def test_auto_resolves_per_backend():
   assert dispatch.resolve("auto", backend="cpu") == "xla_blockwise"
-  assert dispatch.resolve("auto", backend="tpu") == "xla"     # nothing registered for TPU yet
+  assert dispatch.resolve("auto", backend="tpu") == "xla"     # no kernel is auto's choice before it ran on a TPU
   assert dispatch.resolve("xla", backend="cpu") == "xla"
-  assert dispatch.names() == ("auto", "xla", "xla_blockwise")
+  assert dispatch.names() == ("auto", "cudnn", "pallas", "splash", "xla", "xla_blockwise")
 
 
 def test_one_registration_is_a_valid_config_name_and_an_auto_choice(registry):
