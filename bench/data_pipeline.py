@@ -34,7 +34,7 @@ from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
 
 
 def demo_vocab() -> UnifiedVocab:
-  return UnifiedVocab(text_size=4096, speech_codebook_sizes=(512,))  # configs/models/demo.gin
+  return UnifiedVocab(text_size=4096, speech_codebook_sizes=(512,))  # configs/models/demo_14m.gin
 
 
 def synthetic_caches(root: str, vocab: UnifiedVocab, num: int, mean_len: int) -> list[str]:
@@ -85,7 +85,7 @@ def train_tokens_per_s(batch, seq, steps, repeats):
   import train_step  # bench/train_step.py  pylint: disable=import-outside-toplevel
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   from slm_jax.models import build as build_lib  # pylint: disable=import-outside-toplevel
-  configuration.parse(["models/demo.gin"], finalize=False)  # later imports add configurables
+  configuration.parse(["models/demo_14m.gin"], finalize=False)  # later imports add configurables
   cfg = build_lib.config_from_gin()
   which, compile_s, times, _ = train_step.bench_jax(cfg, batch, seq, steps, repeats)
   return batch * seq / statistics.median(times), which, compile_s

@@ -20,7 +20,7 @@ Rows (greedy, stop ids off so every row generates exactly --new_tokens; float32 
 
 Times are the best of --repeats (--hf_repeats for transformers; the uncached run once), with
 compilation excluded: everything runs once before it is timed.
-The model is configs/models/demo.gin (or --gin_file / --gin_param).
+The model is configs/models/demo_14m.gin (or --gin_file / --gin_param).
 """
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def hf_generate(hf, prompts_hf: np.ndarray, new_tokens: int) -> np.ndarray:
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--gin_file", action="append", default=None, help="default: models/demo.gin")
+  p.add_argument("--gin_file", action="append", default=None, help="default: models/demo_14m.gin")
   p.add_argument("--gin_param", action="append", default=[])
   p.add_argument("--new_tokens", type=int, default=512)
   p.add_argument("--prompt_len", type=int, default=16)
@@ -202,14 +202,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  configuration.parse(args.gin_file or ["models/demo.gin"], args.gin_param)
+  configuration.parse(args.gin_file or ["models/demo_14m.gin"], args.gin_param)
   cfg = build_lib.config_from_gin()
   model = build_lib.build(cfg, seed=0)
   new, plen = args.new_tokens, args.prompt_len
   max_length = max(plen + new, args.ttft_prompt + 1)
   batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
   print(machine_info())
-  print(f"model: {args.gin_file or ['models/demo.gin']} {args.gin_param}: "
+  print(f"model: {args.gin_file or ['models/demo_14m.gin']} {args.gin_param}: "
         f"{build_lib.param_count(model) / 1e6:.1f}M parameters, {cfg.num_layers} layers, "
         f"width {cfg.embed_dim}, {cfg.num_heads}/{cfg.num_kv_heads} heads, vocab "
         f"{cfg.padded_vocab_size} (padded), dtype {cfg.dtype}")

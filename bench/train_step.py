@@ -194,7 +194,7 @@ def memory_of(cfg, batch: int, seq: int) -> dict:
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--gin_file", action="append", default=None, help="default: models/demo.gin")
+  p.add_argument("--gin_file", action="append", default=None, help="default: models/demo_14m.gin")
   p.add_argument("--gin_param", action="append", default=[])
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=512)
@@ -212,7 +212,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  configuration.parse(args.gin_file or ["models/demo.gin"], args.gin_param)
+  configuration.parse(args.gin_file or ["models/demo_14m.gin"], args.gin_param)
   cfg = build_lib.config_from_gin()
   tokens = args.batch * args.seq
   print(machine_info())

@@ -46,6 +46,13 @@ class VocabMismatchError(SlmError, ValueError):
 
 
 @gin.configurable
+def repeated_codebooks(size: int = gin.REQUIRED, channels: int = gin.REQUIRED) -> tuple[int, ...]:
+  """`channels` speech channels of one codebook `size` each, e.g. dMel's 80 bins x 16 levels:
+  `UnifiedVocab.speech_codebook_sizes = @repeated_codebooks()` in gin."""
+  return (int(size),) * int(channels)
+
+
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class UnifiedVocab:
   """Layout of the unified vocabulary.

@@ -11,6 +11,8 @@ Tasks (`demo_<template>`):
 Mixtures:
   demo_spiritlm_thirds    speech-only / interleaved (word-aligned) / text-only in thirds (Spirit LM)
   demo_all                every task; rates from `demo_all_rates` (gin)
+  demo_main               the demo's recipe: ASR + TTS (whole transcripts paired with their
+                          speech) + a little text LM; rates from `demo_main_rates` (gin)
 
 Where things live (gin; configs/tasks/demo.gin):
   demo_corpus_dir.path          the corpus folder (default $SLM_DEMO_CORPUS or data/demo_corpus)
@@ -100,8 +102,15 @@ def demo_all_rates(text_lm: float = 1.0, speech_lm: float = 1.0, asr: float = 1.
               instruct=instruct)
 
 
-def _rate(template: str):
-  return lambda task: demo_all_rates()[template]
+@gin.configurable
+def demo_main_rates(asr: float = 1.0, tts: float = 1.0, text_lm: float = 0.25) -> dict[str, float]:
+  """Mixing rates of demo_main (relative weights): the tasks that pair a whole transcript with
+  its speech, which is what ASR and TTS are learned from, plus some text LM."""
+  return dict(asr=asr, tts=tts, text_lm=text_lm)
+
+
+def _rate(template: str, table=demo_all_rates):
+  return lambda task: table()[template]
 
 
 def register(prefix: str = "demo") -> list[str]:
@@ -115,6 +124,8 @@ def register(prefix: str = "demo") -> list[str]:
   registration.add_mixture(f"{prefix}_spiritlm_thirds", {
       f"{prefix}_speech_lm": 1.0, f"{prefix}_interleaved_word": 1.0, f"{prefix}_text_lm": 1.0})
   registration.add_mixture(f"{prefix}_all", {n: _rate(n[len(prefix) + 1:]) for n in names})
+  registration.add_mixture(f"{prefix}_main", {f"{prefix}_{t}": _rate(t, demo_main_rates)
+                                              for t in ("asr", "tts", "text_lm")})
   return names
 
 

@@ -45,16 +45,24 @@ class SpeechChannelEmbedding(nnx.Module):
     self.dtype = cfg.jnp_dtype
     self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
     self.total = int(sum(sizes))
+    self.max_codebook = int(max(sizes)) if sizes else 0
+    self.sizes = tuple(int(c) for c in sizes)
     self.table = param(rngs, (self.total, cfg.embed_dim), ("codebook", "embed"),
                        cfg.jnp_param_dtype, std=cfg.init_std)
 
   def __call__(self, codes_BLK):
     """codes [B, L, K-1] (channels 1..K-1) -> the sum of their embeddings [B, L, D]."""
-    flat_BLK = codes_BLK + jnp.asarray(self.offsets, jnp.int32)
     table_ND = self.table[...].astype(self.dtype)          # N = all extra channels' codes
     if codes_BLK.shape[-1] >= _MULTIHOT_MIN_CHANNELS:
-      multihot_BLN = (flat_BLK[..., None] == jnp.arange(self.total)).sum(-2).astype(self.dtype)
-      return multihot_BLN @ table_ND
+      # One-hot per channel against its own codebook ([B, L, K-1, C_max], not against all N
+      # codes), contracted with the table laid out per channel [K-1, C_max, D] in one matmul.
+      c_KC = np.arange(self.max_codebook)[None, :]
+      valid_KC = c_KC < np.asarray(self.sizes)[:, None]                 # static
+      rows_KC = (np.asarray(self.offsets)[:, None] + c_KC) * valid_KC    # flat row of (k, c)
+      onehot_BLKC = (codes_BLK[..., None] == jnp.arange(self.max_codebook)).astype(self.dtype)
+      table_KCD = jnp.where(valid_KC[..., None], table_ND[rows_KC], 0)
+      return jnp.einsum("blkc,kcd->bld", onehot_BLKC, table_KCD)
+    flat_BLK = codes_BLK + jnp.asarray(self.offsets, jnp.int32)
     return jnp.take(table_ND, flat_BLK, axis=0).sum(-2)
 
 

@@ -3,7 +3,7 @@
   slm-data build-demo --out DIR [--max_sentences N] [--voices_per_sentence K] [--workers 2]
   slm-data train-spm --input TEXT --vocab_size N --out PREFIX
   slm-data fit-kmeans --audio_glob 'DIR/audio/train/*.wav' --num_units 512 --rate 25 --out DIR
-  slm-data [--gin_file models/demo.gin --gin_file tasks/demo.gin] cache --task NAME --out DIR
+  slm-data [--gin_file models/demo_14m.gin --gin_file tasks/demo.gin] cache --task NAME --out DIR
   slm-data inspect --cache DIR [--seq_len 256] [--rows 2]
 
 `--gin_file` / `--gin_param` come before the command; a command imports the modules whose

@@ -164,7 +164,7 @@ def test_vocabulary_mismatch_is_a_clear_error(corpus):
 @pytest.mark.parametrize("task_file", ["tasks/demo_spiritlm_thirds.gin", "tasks/demo_all.gin"])
 def test_gin_task_files_parse_and_drive_the_tasks(corpus, task_file):
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
-  configuration.parse(["models/demo.gin", task_file], [
+  configuration.parse(["models/demo_14m.gin", task_file], [
       f"DEMO_CORPUS_DIR = '{corpus}'", "demo_text_vocab.kind = 'bytes'",
       "demo_speech_tokenizer.kind = 'dmel'", "UnifiedVocab.text_size = 256",
       "UnifiedVocab.speech_codebook_sizes = " + str((16,) * 80),
