@@ -75,10 +75,17 @@ def evaluate_cached(model, cache_root: str, *, split: str = "validation", batch_
   """{task: metrics} over the caches of ROOT/<split> (or ROOT itself when it is one split)."""
   from slm_jax.data.cache.tasks import cache_dirs_and_rates  # pylint: disable=import-outside-toplevel
   from slm_jax.data.pipeline import grain_pipeline  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.cache import directory  # pylint: disable=import-outside-toplevel
   root = os.path.join(cache_root, split)
   if not os.path.isdir(root):
     root = cache_root
-  dirs, _ = cache_dirs_and_rates(root)
+  subdirs = sorted(os.path.join(root, d) for d in os.listdir(root)
+                   if os.path.exists(os.path.join(root, d, directory.INFO_FILENAME)))
+  has_info = os.path.exists(os.path.join(root, directory.INFO_FILENAME))
+  if subdirs and not has_info and not os.path.exists(os.path.join(root, "mixture.json")):
+    dirs = subdirs          # a folder of task caches without a mixture.json
+  else:
+    dirs, _ = cache_dirs_and_rates(root)
   evaluator = LossEvaluator(model, loss_options)
   task_sums, out = {}, {}
   for d in dirs:
@@ -87,7 +94,7 @@ def evaluate_cached(model, cache_root: str, *, split: str = "validation", batch_
         process_count=1)
     s = evaluator.sums(it, max_batches)
     if s is not None:
-      name = os.path.basename(os.path.normpath(d))
+      name = directory.open_cache(d).task or os.path.basename(os.path.normpath(d))
       task_sums[name], out[name] = s, metrics(s)
   return _with_total(out, task_sums)
 

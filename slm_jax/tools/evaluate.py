@@ -152,10 +152,32 @@ def _name(path: str) -> str:
   return base[len("manifest_"):] if base.startswith("manifest_") else base
 
 
-def evaluate(session, args, out=None) -> dict:
+def load_inputs(args) -> dict:
+  """Every evaluation set, read and checked before the model loads (a bad line fails fast)."""
+  from slm_jax.evaluation import eval_sets  # pylint: disable=import-outside-toplevel
+  inputs = {"asr": [], "tts": None, "pairwise": {}}
+  for spec in args.asr_manifest:
+    name, path = eval_sets.parse_named(spec, _name(spec))
+    inputs["asr"].append((name, eval_sets.read_manifest(path, max_examples=args.max_examples,
+                                                        speakers=args.speakers or None)))
+  if args.tts_texts or args.tts_manifest:
+    path = args.tts_texts or args.tts_manifest
+    utts = (eval_sets.read_sentences(path, max_examples=args.max_examples) if args.tts_texts else
+            eval_sets.read_manifest(path, max_examples=args.max_examples,
+                                    speakers=args.speakers or None))
+    inputs["tts"] = (_name(path), utts)
+  if args.pairwise_dir:
+    from slm_jax.evaluation import pairwise  # pylint: disable=import-outside-toplevel
+    for spec in args.pairwise_dir:
+      name, path = eval_sets.parse_named(spec, "")
+      for set_name, pairs in pairwise.load_pair_sets(path, max_pairs=args.max_examples).items():
+        inputs["pairwise"][f"{name}/{set_name}" if name else set_name] = pairs
+  return inputs
+
+
+def evaluate(session, args, inputs: dict, out=None) -> dict:
   """Runs every requested part on `session`; returns the results dict (report.py's layout)."""
-  from slm_jax.evaluation import asr_eval, eval_sets, loss_eval, tts_eval  # pylint: disable=import-outside-toplevel
-  from slm_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+  from slm_jax.evaluation import asr_eval, loss_eval, report, tts_eval  # pylint: disable=import-outside-toplevel
   out = out or sys.stdout
   progress = not args.no_progress
   info = session.info or {}
@@ -168,39 +190,29 @@ def evaluate(session, args, out=None) -> dict:
     results["loss"] = (loss_eval.evaluate_cached(session.model, args.loss_cache, **kw)
                        if args.loss_cache else loss_eval.evaluate_seqio(session.model,
                                                                         args.loss_task, **kw))
-  if args.asr_manifest:
+  if inputs["asr"]:
     results["asr"] = {}
-    for spec in args.asr_manifest:
-      name, path = eval_sets.parse_named(spec, _name(spec))
-      utts = eval_sets.read_manifest(path, max_examples=args.max_examples,
-                                     speakers=args.speakers or None)
+    for name, utts in inputs["asr"]:
       print(f"{PROG}: ASR on {name} ({len(utts)} utterances)", file=sys.stderr)
       results["asr"][name] = asr_eval.evaluate_asr(
           session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots, progress=progress)
-  if args.tts_texts or args.tts_manifest:
-    path = args.tts_texts or args.tts_manifest
-    utts = (eval_sets.read_sentences(path, max_examples=args.max_examples) if args.tts_texts else
-            eval_sets.read_manifest(path, max_examples=args.max_examples,
-                                    speakers=args.speakers or None))
+  if inputs["tts"]:
+    name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")
                                if args.out else "slm_eval_tts")
-    print(f"{PROG}: TTS loopback on {_name(path)} ({len(utts)} sentences) -> {tts_out}",
-          file=sys.stderr)
+    print(f"{PROG}: TTS loopback on {name} ({len(utts)} sentences) -> {tts_out}", file=sys.stderr)
     r = tts_eval.evaluate_tts(session, utts, tts_out, slots=args.slots,
                               max_new_tokens=args.tts_max_new_tokens, progress=progress)
     if "skipped" in r:
       print(f"{PROG}: TTS loopback not scored: {r['skipped']}", file=sys.stderr)
-    results["tts"] = {_name(path): r}
-  if args.pairwise_dir:
+    results["tts"] = {name: r}
+  if inputs["pairwise"]:
     from slm_jax.evaluation import pairwise  # pylint: disable=import-outside-toplevel
     results["pairwise"] = {}
-    for spec in args.pairwise_dir:
-      name, path = eval_sets.parse_named(spec, "")
-      for set_name, pairs in pairwise.load_pair_sets(path, max_pairs=args.max_examples).items():
-        key = f"{name}/{set_name}" if name else set_name
-        print(f"{PROG}: pairwise {key} ({len(pairs)} pairs)", file=sys.stderr)
-        results["pairwise"][key] = pairwise.evaluate_pairs(
-            session, pairs, normalize=args.pairwise_normalize, progress=progress)
+    for key, pairs in inputs["pairwise"].items():
+      print(f"{PROG}: pairwise {key} ({len(pairs)} pairs)", file=sys.stderr)
+      results["pairwise"][key] = pairwise.evaluate_pairs(
+          session, pairs, normalize=args.pairwise_normalize, progress=progress)
   print(report.format_table(results), file=out)
   if args.out:
     report.write_json(results, args.out)
@@ -233,6 +245,7 @@ def main(argv=None) -> int:
     return build_pairwise(argv[1:])
   args = parse_args(argv)
   _check_inputs(args)
+  inputs = load_inputs(args)
   if args.loss_task:
     from slm_jax import configuration  # pylint: disable=import-outside-toplevel
     import slm_jax.tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
@@ -243,7 +256,7 @@ def main(argv=None) -> int:
   with cm as session:
     session = with_tokenizers(session, args.text_tokenizer, args.speech_tokenizer)
     _require_tokenizers(session, args)
-    evaluate(session, args)
+    evaluate(session, args, inputs)
   return 0
 
 

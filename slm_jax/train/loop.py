@@ -112,7 +112,8 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
           data_factory: Callable = SyntheticTask, eval_data_factory: Callable | None = None,
           eval_every: int = 0, eval_batches: int = 2, log_every: int = 10,
           max_nonfinite_in_row: int = 5, profile_steps: Sequence[int] | None = None,
-          progress: bool = True, stop_after_steps: int | None = None) -> dict:
+          progress: bool = True, stop_after_steps: int | None = None,
+          periodic_evals: Sequence[Callable] = (), periodic_eval_every: int = 0) -> dict:
   """Trains (or resumes) a run in `workdir`; returns {"history": [...], "eval": [...], ...}.
 
   Args:
@@ -125,6 +126,9 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     profile_steps: (a, b) captures a profiler trace of steps [a, b) into workdir/profile.
     stop_after_steps: end this invocation after that many steps without a final save (tests use
       it to simulate an interruption).
+    periodic_evals / periodic_eval_every: hooks `hook(model, vocab, step) -> {name: float}` run
+      every N steps on the live parameters (ASR CER, pairwise accuracy: evaluation/periodic.py);
+      their scalars go to TensorBoard under eval/ and to the result's "periodic_eval".
   """
   cfg = warm_start.model_config(build.config_from_gin())   # the HF text vocabulary, if any
   run = TrainRun(cfg, seed=seed, num_microbatches=num_microbatches)
@@ -160,7 +164,7 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
 
-  history, evals = [], []
+  history, evals, periodic = [], [], []
   profiling = False
   last_time, steps_done = None, 0
   try:
@@ -203,9 +207,16 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
         result["step"] = step + 1
         evals.append(result)
         writer.write(step + 1, {k: v for k, v in result.items() if k != "step"}, prefix="eval/")
+      if periodic_evals and periodic_eval_every and (step + 1) % periodic_eval_every == 0:
+        from slm_jax.evaluation.periodic import run_hooks  # pylint: disable=import-outside-toplevel
+        model = nnx.merge(run.graphdef, state.params)
+        result = run_hooks(periodic_evals, model, cfg.vocab, step + 1)
+        periodic.append(dict(result, step=step + 1))
+        writer.write(step + 1, result, prefix="eval/")
       steps_done += 1
       if stop_after_steps is not None and steps_done >= stop_after_steps:
-        return {"history": history, "eval": evals, "stopped_at": step + 1, "state": state}
+        return {"history": history, "eval": evals, "periodic_eval": periodic,
+                "stopped_at": step + 1, "state": state}
       if ckpt.should_save(step + 1) or step + 1 == total_steps:
         writer.flush()   # metrics up to a checkpoint are on disk before it exists
         ckpt.save(step + 1, state, train_iter.get_state(), cfg.vocab)
@@ -222,4 +233,5 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
                "workdir); ")
     print(f"slm-train: done at step {total_steps}; {summary}"
           f"checkpoints in {ckpt.directory}, TensorBoard logs in {workdir}/tensorboard", flush=True)
-  return {"history": history, "eval": evals, "stopped_at": total_steps, "state": state}
+  return {"history": history, "eval": evals, "periodic_eval": periodic,
+          "stopped_at": total_steps, "state": state}
