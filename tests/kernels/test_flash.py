@@ -103,7 +103,7 @@ def test_bf16_inputs():
         kernel_kw=dict(causal=True, block_rows=16, block_keys=16))
 
 
-@pytest.mark.parametrize("variant", ["mosaic", pytest.param("triton", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant", [pytest.param("mosaic", marks=pytest.mark.slow), "triton"])
 def test_softcap_and_sliding_window(variant):
   rng = np.random.default_rng()
   q, k, v = qkv(rng, 1, 32, 32, 2, 1, 8)
