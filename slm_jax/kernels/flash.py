@@ -154,7 +154,7 @@ def _unfold(x_BGNE, b, l, h, e):
   return x.reshape(b, l, h, e)
 
 
-@gin.configurable("pallas_attention", denylist=["scale", "causal"])
+@gin.configurable("pallas_attention", denylist=["scale", "causal", "softcap", "window"])
 def attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids, kv_order, *,
               scale: float | None = None, causal: bool = False, softcap: float | None = None,
               window: int | None = None, block_rows: int = 128, block_keys: int = 128,
