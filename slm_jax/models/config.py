@@ -51,8 +51,12 @@ class ModelConfig:
   attention_impl: str = "auto"        # a name in kernels/dispatch.py ("auto": chosen per backend)
   init_std: float = 0.02
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
+  asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
 
   def __post_init__(self):
+    if self.asr_ctc and getattr(self, "architecture", "shared") != "shared":
+      raise ConfigError("ModelConfig.asr_ctc (the auxiliary CTC head, models/ctc.py) needs "
+                        f"architecture='shared', not {self.architecture!r}")
     if self.num_heads % self.num_kv_heads:
       raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
