@@ -30,7 +30,8 @@ from jax.sharding import Mesh
 from slm_jax import sharding
 from slm_jax.errors import SlmError
 from slm_jax.inference import sampling
-from slm_jax.models.kv_cache import KVCache, cache_bytes, init_cache
+from slm_jax.models.build import cache_bytes, init_cache
+from slm_jax.models.kv_cache import KVCache
 from slm_jax.unified_vocab import EOS_ID, PAD_ID
 
 
@@ -154,7 +155,7 @@ class Engine:
     cache = init_cache(self.cfg, 1, self.max_length, self.cache_dtype)
     h_1LD, cache = model.forward_cached(tokens_1L, segment_ids_1L, index_1L.astype(jnp.int32),
                                         codes_1LK if self.num_extra else None, cache, empty=True)
-    h_1D = jax.lax.dynamic_index_in_dim(h_1LD, length - 1, axis=1, keepdims=False)
+    h_1D = h_1LD[:, length - 1]   # (a Zipper model's hidden states are a pytree)
     mode_1, modality_1 = mode[None], modality[None]
     token_1, codes_1K, key_12 = self._next_tokens(model, h_1D, key_2[None], mode_1, modality_1)
     modality_1 = sampling.next_modality(self.ids, modality_1, token_1)

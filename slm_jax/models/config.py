@@ -9,8 +9,10 @@ import jax.numpy as jnp
 from slm_jax.configuration import ConfigError
 from slm_jax.kernels import dispatch
 from slm_jax.models.remat import REMAT_POLICIES
+from slm_jax.models.zipper_config import TowerConfig, as_tower_config
 from slm_jax.unified_vocab import UnifiedVocab
 
+ARCHITECTURES = ("shared", "zipper")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -51,12 +53,31 @@ class ModelConfig:
   attention_impl: str = "auto"        # a name in kernels/dispatch.py ("auto": chosen per backend)
   init_std: float = 0.02
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
-  asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
+  # "shared": one decoder over the unified stream; "zipper": a text and a speech tower fused by
+  # gated cross-attention (models/zipper.py), shaped by `zipper_text` / `zipper_speech` (the
+  # layer/width fields above then do not apply) and `zipper_speech_specials` (specials that feed
+  # the speech tower; every other non-speech id feeds the text tower).
+  architecture: str = "shared"
+  zipper_text: TowerConfig | None = None
+  zipper_speech: TowerConfig | None = None
+  zipper_speech_specials: tuple[str, ...] = ("[SPEECH]", "[SPEECH_LM]")
 
   def __post_init__(self):
-    if self.asr_ctc and getattr(self, "architecture", "shared") != "shared":
-      raise ConfigError("ModelConfig.asr_ctc (the auxiliary CTC head, models/ctc.py) needs "
-                        f"architecture='shared', not {self.architecture!r}")
+    for name in ("zipper_text", "zipper_speech"):   # model_config.json stores them as lists
+      object.__setattr__(self, name, as_tower_config(getattr(self, name)))
+    object.__setattr__(self, "zipper_speech_specials", tuple(self.zipper_speech_specials))
+    if self.architecture not in ARCHITECTURES:
+      raise ConfigError(f"architecture={self.architecture!r}; use one of {ARCHITECTURES}")
+    if self.architecture == "zipper":
+      if self.zipper_text is None or self.zipper_speech is None:
+        raise ConfigError("architecture='zipper' needs ModelConfig.zipper_text and zipper_speech "
+                          "(e.g. @text/TowerConfig() and @speech/TowerConfig())")
+      for name in ("zipper_text", "zipper_speech"):
+        t = getattr(self, name)
+        if t.num_layers < 1 or t.cross_every < 0:
+          raise ConfigError(f"ModelConfig.{name}: num_layers={t.num_layers} must be >= 1 and "
+                            f"cross_every={t.cross_every} >= 0")
+        self.tower(name.split("_")[1])    # validates heads and widths
     if self.num_heads % self.num_kv_heads:
       raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
@@ -83,6 +104,14 @@ class ModelConfig:
   @property
   def jnp_param_dtype(self):
     return as_dtype(self.param_dtype)
+
+  def tower(self, name: str) -> "ModelConfig":
+    """The config of a Zipper tower ("text" or "speech") as a shared-architecture model."""
+    t = self.zipper_text if name == "text" else self.zipper_speech
+    return dataclasses.replace(
+        self, architecture="shared", zipper_text=None, zipper_speech=None, text_tower_layers=0,
+        speech_tower_layers=0, num_layers=t.num_layers, embed_dim=t.embed_dim,
+        num_heads=t.num_heads, num_kv_heads=t.num_kv_heads, head_dim=t.head_dim, mlp_dim=t.mlp_dim)
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

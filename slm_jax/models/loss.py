@@ -37,12 +37,9 @@ class LossOptions:
   channel_loss_weight: float = 1.0
   chunk_size: int = 1024
   remat: bool = True
-  # > 0: add the auxiliary CTC loss of ASR examples (models/ctc.py; needs ModelConfig.asr_ctc),
-  # summed over labels and divided by W like the cross-entropy.
-  asr_ctc_weight: float = 0.0
 
   def __post_init__(self):
-    if self.z_loss_weight < 0 or self.channel_loss_weight < 0 or self.asr_ctc_weight < 0:
+    if self.z_loss_weight < 0 or self.channel_loss_weight < 0:
       raise ConfigError(f"LossOptions: loss weights must be >= 0, got z_loss_weight="
                         f"{self.z_loss_weight}, channel_loss_weight={self.channel_loss_weight}")
     if self.chunk_size < 1:
@@ -80,13 +77,15 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
               remat: bool = True) -> dict:
   """Weighted sums of per-position losses, bucketed by target modality and speech channel."""
   cfg = model.cfg
-  b, l, _ = hidden_BLD.shape
+  b, l = batch["targets"].shape
   num_chunks = _num_chunks(b, l, chunk_size)
   k_extra = cfg.num_channels - 1
 
   # xs: [J, B, L/J, ...]; in `chunk_sums` below, L is one chunk's L/J positions of each row.
+  # The hidden states may be a pytree of [B, L, ...] leaves (Zipper: both towers' states), which
+  # `model.heads` turns into logits position by position.
   xs = {
-      "h": _strided_chunks(hidden_BLD, num_chunks),
+      "h": jax.tree.map(lambda h: _strided_chunks(h, num_chunks), hidden_BLD),
       "t": _strided_chunks(batch["targets"], num_chunks),
       "w": _strided_chunks(batch["loss_weights"].astype(jnp.float32), num_chunks),
   }
@@ -150,8 +149,6 @@ def metrics_from_sums(sums: dict) -> dict:
       "accuracy": ratio(sums["correct"], sums["weight"]),
       "tokens/weight": sums["weight"],
   }
-  if "ctc" in sums:
-    out["loss/asr_ctc"] = ratio(sums["ctc"], sums["ctc_labels"])
   if "channel_ce" in sums:
     per_channel = ratio(sums["channel_ce"], sums["speech_weight"])
     out["loss/channel_ce_mean"] = per_channel.mean()
@@ -171,13 +168,5 @@ def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict
   sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat)
   if denominators is None:
     denominators = loss_denominators(batch, model.cfg.vocab)
-  loss = combine(sums, denominators, z_loss_weight=options.z_loss_weight,
-                 channel_loss_weight=options.channel_loss_weight)
-  if options.asr_ctc_weight:
-    from slm_jax.models import ctc  # pylint: disable=import-outside-toplevel
-    if not model.cfg.asr_ctc:
-      raise ConfigError("LossOptions.asr_ctc_weight > 0 needs a model with a CTC head: set "
-                        "ModelConfig.asr_ctc = True")
-    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch))
-    loss = loss + options.asr_ctc_weight * sums["ctc"] / denominators["weight"]
-  return loss, sums
+  return combine(sums, denominators, z_loss_weight=options.z_loss_weight,
+                 channel_loss_weight=options.channel_loss_weight), sums

@@ -13,6 +13,7 @@ import jax
 import optax
 
 from slm_jax.configuration import ConfigError
+from slm_jax.models.zipper_config import tower_patterns
 from slm_jax.train.param_paths import param_path
 
 DECAY_KINDS = ("cosine", "linear", "constant")
@@ -70,6 +71,8 @@ class OptimizerOptions:
       projection kernels, the output heads included, are decayed.
     freeze_patterns: regexes on parameter paths that are frozen: bit-identical, no optimizer state
       (e.g. `("^decoder/",)` trains only the towers and heads).
+    freeze_towers: Zipper towers to freeze ("text", "speech"): their backbone and input MLP
+      (models/zipper_config.py's TOWER_PATTERNS), added to `freeze_patterns`.
   """
   b1: float = 0.9
   b2: float = 0.95
@@ -78,11 +81,14 @@ class OptimizerOptions:
   clip_norm: float | None = 1.0
   no_decay_patterns: tuple[str, ...] = ("norm", "bias", "embed", "table")
   freeze_patterns: tuple[str, ...] = ()
+  freeze_towers: tuple[str, ...] = ()
 
   def __post_init__(self):
     # gin binds lists; keep tuples so options stay hashable and immutable.
     object.__setattr__(self, "no_decay_patterns", tuple(self.no_decay_patterns))
-    object.__setattr__(self, "freeze_patterns", tuple(self.freeze_patterns))
+    object.__setattr__(self, "freeze_towers", tuple(self.freeze_towers))
+    object.__setattr__(self, "freeze_patterns", tuple(self.freeze_patterns) + tuple(
+        p for p in tower_patterns(self.freeze_towers) if p not in self.freeze_patterns))
     if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
       raise ConfigError(f"OptimizerOptions: b1={self.b1}, b2={self.b2} must be in [0, 1)")
     if self.eps <= 0 or self.weight_decay < 0:

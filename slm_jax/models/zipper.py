@@ -1,0 +1,357 @@
+"""Zipper (Zayats et al., 2024): two unimodal decoders fused by gated cross-attention.
+
+A text tower and a speech tower, each a full decoder (`SpeechTextLM` with its own depth, width and
+heads, `ModelConfig.tower(name)`), read their own positions of the unified stream
+(`data/zipper_streams.py`). After every `cross_every`-th layer a tower attends the other tower's
+hidden states at the same relative depth through a gated cross-attention (learned scalar gate,
+tanh, initialized at 0: a pretrained tower starts unchanged); its key/value projections map the
+other tower's width onto this tower's heads, its output projection back to this tower's width.
+Each tower applies a residual MLP + ReLU to its embeddings (output projection initialized at 0).
+
+Cross-attention follows the (segment, order) contract with the unified position as order: a
+position of one tower sees the other tower's positions of its document strictly before it in the
+interleaved row, so ASR, TTS and interleaved rows are causal across the streams.
+
+Which tower's hidden state predicts the next token is the tower of the input position: `heads`
+selects per position between the two towers' heads (both over the unified vocabulary; the speech
+tower's also over speech channels 1..K-1). Parameter paths: `text/...`, `speech/...` (each laid
+out like a shared-architecture model, so a tower restores from such a checkpoint and the text tower
+takes the Hugging Face warm start), `text_input/`, `speech_input/` (input MLPs), `text_cross/i/`,
+`speech_cross/i/` (the cross-attentions inside each tower).
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from slm_jax.data.zipper_streams import ZipperStreams, is_speech_tower, zipper_streams
+from slm_jax.kernels import dispatch
+from slm_jax.models.config import ModelConfig
+from slm_jax.models.kv_cache import LayerView, write_new_keys, write_rows
+from slm_jax.models.layers import DenseGeneral, RMSNorm, param, rotary
+from slm_jax.models.lm import SpeechTextLM
+from slm_jax.models.remat import remat
+from slm_jax.models.zipper_cache import ZipperCache, write_zipper_slots
+from slm_jax.models.zipper_config import TOWERS
+from slm_jax.sharding import constrain
+
+
+def other(tower: str) -> str:
+  return "speech" if tower == "text" else "text"
+
+
+class InputMLP(nnx.Module):
+  """x + W_down relu(W_up x); W_down starts at zero (identity at init)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    self.up = DenseGeneral((cfg.embed_dim,), (cfg.mlp_dim,), ("embed", "mlp"), dtype=dt,
+                           param_dtype=pdt, std=cfg.init_std, rngs=rngs)
+    self.down = DenseGeneral((cfg.mlp_dim,), (cfg.embed_dim,), ("mlp", "embed"), dtype=dt,
+                             param_dtype=pdt, std=0.0, rngs=rngs)
+
+  def __call__(self, x_BLD):
+    h_BLF = constrain(jax.nn.relu(self.up(x_BLD)), ("batch", "length", "act_mlp"))
+    return x_BLD + self.down(h_BLF)
+
+
+class GatedCrossAttention(nnx.Module):
+  """Queries of one tower (width D, its heads) over keys/values projected from the other tower's
+  hidden states (width `source_dim`); x + tanh(gate) * out. Rotary on the unified positions."""
+
+  def __init__(self, cfg: ModelConfig, source_dim: int, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt, pdt, std = cfg.jnp_dtype, cfg.jnp_param_dtype, cfg.init_std
+    d, h, g, e = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    self.query_norm = RMSNorm(d, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.source_norm = RMSNorm(source_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.query = DenseGeneral((d,), (h, e), ("embed", "heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.key = DenseGeneral((source_dim,), (g, e), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.value = DenseGeneral((source_dim,), (g, e), ("embed", "kv_heads", "head_dim"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.out = DenseGeneral((h, e), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt, std=std, rngs=rngs)
+    self.gate = param(rngs, (), (), pdt, init="zeros")
+
+  def keys(self, source_BLD, order_BL):
+    """The other tower's hidden states -> (keys, values) [B, L, G, E]."""
+    s_BLD = self.source_norm(source_BLD)
+    k_BLGE = rotary(self.key(s_BLD), order_BL, self.cfg.rope_theta)
+    v_BLGE = self.value(s_BLD)
+    return (constrain(k_BLGE, ("batch", "length", "act_kv_heads", None)),
+            constrain(v_BLGE, ("batch", "length", "act_kv_heads", None)))
+
+  def __call__(self, x_BLD, q_segment_ids, q_order, k_BSGE, v_BSGE, kv_segment_ids, kv_order):
+    q_BLHE = rotary(self.query(self.query_norm(x_BLD)), q_order, self.cfg.rope_theta)
+    q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
+    o_BLHE = dispatch.attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids,
+                                kv_order, implementation=self.cfg.attention_impl)
+    o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
+    gate = jnp.tanh(self.gate[...].astype(jnp.float32)).astype(x_BLD.dtype)
+    return constrain(x_BLD + gate * self.out(o_BLHE), ("batch", "length", "act_embed"))
+
+
+@flax.struct.dataclass
+class ZipperHidden:
+  """Final hidden states of both towers at every position of the row, and which one holds it."""
+  text: jax.Array        # [B, L, D_text]
+  speech: jax.Array      # [B, L, D_speech]
+  speech_BL: jax.Array   # bool [B, L]: the position belongs to the speech tower
+
+  def __getitem__(self, index):
+    """Indexes the leading (batch, length) axes of every leaf (h[:, -1], h[:, :-1], ...)."""
+    return jax.tree.map(lambda x: x[index], self)
+
+
+class ZipperHeads:
+  """The output heads seen from outside: each position scored by its own tower's heads."""
+
+  def __init__(self, text_heads, speech_heads):
+    self.text, self.speech = text_heads, speech_heads
+
+  def logits(self, h: ZipperHidden):
+    return jnp.where(h.speech_BL[..., None], self.speech.logits(h.speech), self.text.logits(h.text))
+
+  def channel_logits(self, h: ZipperHidden):
+    """Speech channels 1..K-1 come from the speech tower (the tower of speech positions)."""
+    return self.speech.channel_logits(h.speech)
+
+
+@functools.lru_cache(maxsize=None)
+def fusion_plan(depths: tuple[int, int], every: tuple[int, int]):
+  """The static order of work: ("run", tower, i, j) runs layers [i, j) of a tower; ("cross",
+  tower, c, depth) applies the tower's c-th cross-attention to the other tower's hidden state
+  after `depth` layers (taken before that tower's own cross-attention at that depth).
+
+  Tower t's c-th cross-attention follows its layer (c + 1) * every[t] and reads the other tower at
+  the same relative depth, floor((c + 1) * every[t] * depth_other / depth_t). Returns (plan,
+  needed: per tower, the depths the other tower reads)."""
+  n = dict(zip(TOWERS, depths))
+  k = dict(zip(TOWERS, every))
+  crosses = {t: [(c, (c + 1) * k[t], (c + 1) * k[t] * n[other(t)] // n[t])
+                 for c in range(n[t] // k[t] if k[t] else 0)] for t in TOWERS}
+  needed = {t: sorted({src for _, _, src in crosses[other(t)]}) for t in TOWERS}
+  depth, nxt, reached = {t: 0 for t in TOWERS}, {t: 0 for t in TOWERS}, {t: {0} for t in TOWERS}
+  plan = []
+  while any(depth[t] < n[t] or nxt[t] < len(crosses[t]) for t in TOWERS):
+    progressed = False
+    for t in TOWERS:
+      while True:
+        if nxt[t] < len(crosses[t]) and crosses[t][nxt[t]][1] == depth[t]:
+          c, _, src = crosses[t][nxt[t]]
+          if src not in reached[other(t)]:
+            break
+          plan.append(("cross", t, c, src))
+          nxt[t] += 1
+        elif depth[t] < n[t]:
+          stops = [d for d in [x[1] for x in crosses[t]] + needed[t] + [n[t]] if d > depth[t]]
+          stop = min(stops)
+          plan.append(("run", t, depth[t], stop))
+          depth[t] = stop
+          reached[t].add(stop)
+        else:
+          break
+        progressed = True
+    if not progressed:
+      raise AssertionError(f"fusion plan deadlock: depths {depths}, every {every}")
+  return tuple(plan), needed
+
+
+class ZipperLM(nnx.Module):
+  """The Zipper speech-text LM (see the module docstring). `__call__` returns a `ZipperHidden`;
+  `heads.logits` / `heads.channel_logits` take it like the shared model's hidden states."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    tc, sc = cfg.tower("text"), cfg.tower("speech")
+    self.text = SpeechTextLM(tc, rngs=rngs)
+    self.text.towers.speech_channels = None      # the text tower reads no speech frames
+    self.text.heads.channel_kernel = None        # nor predicts speech channels
+    self.speech = SpeechTextLM(sc, rngs=rngs)
+    self.text_input = InputMLP(tc, rngs=rngs) if cfg.zipper_text.input_mlp else None
+    self.speech_input = InputMLP(sc, rngs=rngs) if cfg.zipper_speech.input_mlp else None
+    plan_every = self.every()
+    self.text_cross = nnx.List([GatedCrossAttention(tc, sc.embed_dim, rngs=rngs)
+                                for _ in range(self._num_cross("text", plan_every))])
+    self.speech_cross = nnx.List([GatedCrossAttention(sc, tc.embed_dim, rngs=rngs)
+                                  for _ in range(self._num_cross("speech", plan_every))])
+
+  # -- structure --------------------------------------------------------------------------------
+  def every(self) -> tuple[int, int]:
+    return (self.cfg.zipper_text.cross_every, self.cfg.zipper_speech.cross_every)
+
+  def depths(self) -> tuple[int, int]:
+    return (self.cfg.zipper_text.num_layers, self.cfg.zipper_speech.num_layers)
+
+  def _num_cross(self, tower, every) -> int:
+    k = dict(zip(TOWERS, every))[tower]
+    return dict(zip(TOWERS, self.depths()))[tower] // k if k else 0
+
+  def tower(self, name: str) -> SpeechTextLM:
+    return self.text if name == "text" else self.speech
+
+  def cross(self, name: str):
+    return self.text_cross if name == "text" else self.speech_cross
+
+  @property
+  def heads(self) -> ZipperHeads:
+    return ZipperHeads(self.text.heads, self.speech.heads)
+
+  def streams(self, tokens_BL, segment_ids_BL, positions_BL) -> ZipperStreams:
+    return zipper_streams(tokens_BL, segment_ids_BL, positions_BL, self.cfg.vocab,
+                          self.cfg.zipper_speech_specials)
+
+  # -- forward ----------------------------------------------------------------------------------
+  def _embed(self, name, tokens_BL, s: ZipperStreams, speech_codes_BLK):
+    lm = self.tower(name)
+    x_BLD = lm.towers(tokens_BL, s.segment_ids(name), s.positions(name),
+                      speech_codes_BLK if name == "speech" else None)
+    mlp = self.text_input if name == "text" else self.speech_input
+    return x_BLD if mlp is None else mlp(x_BLD)
+
+  def _fuse(self, tokens_BL, s: ZipperStreams, speech_codes_BLK, runner) -> ZipperHidden:
+    h = {t: self._embed(t, tokens_BL, s, speech_codes_BLK) for t in TOWERS}
+    plan, needed = fusion_plan(self.depths(), self.every())
+    saved = {t: ({0: h[t]} if 0 in needed[t] else {}) for t in TOWERS}
+    for op in plan:
+      if op[0] == "run":
+        _, t, i, j = op
+        h[t] = runner.layers(t, i, j, h[t])
+        if j in needed[t]:
+          saved[t][j] = h[t]
+      else:
+        _, t, c, src = op
+        h[t] = runner.cross(t, c, h[t], saved[other(t)][src])
+    final = {t: constrain(self.tower(t).final_norm(h[t]), ("batch", "length", "act_embed"))
+             for t in TOWERS}
+    return ZipperHidden(final["text"], final["speech"], s.speech_BL)
+
+  def __call__(self, tokens, segment_ids, positions, speech_codes=None) -> ZipperHidden:
+    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1]."""
+    s = self.streams(tokens, segment_ids, positions)
+    return self._fuse(tokens, s, speech_codes, _Layers(self, s))
+
+  def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: ZipperCache,
+                     empty: bool = False):
+    """Generation (the shared model's contract): the new positions attend the cache slots written
+    before and each other, in both towers and across them; returns (ZipperHidden, cache)."""
+    speech_BL = is_speech_tower(tokens, self.cfg.vocab, self.cfg.zipper_speech_specials)
+    live_BL = segment_ids > 0
+    stream_BL = jnp.zeros_like(positions)
+    for member_BL, slot_member_BS in ((speech_BL, cache.speech_BS), (~speech_BL, ~cache.speech_BS)):
+      m_BL = (member_BL & live_BL).astype(jnp.int32)
+      prior_B = ((cache.segment_ids_BS > 0) & slot_member_BS).sum(-1).astype(jnp.int32)
+      stream_BL = jnp.where(member_BL, prior_B[:, None] + jnp.cumsum(m_BL, 1) - m_BL, stream_BL)
+    stream_BL = jnp.where(live_BL, stream_BL, 0)
+    s = ZipperStreams(speech_BL, jnp.where(speech_BL, 0, segment_ids),
+                      jnp.where(speech_BL, segment_ids, 0), jnp.where(speech_BL, 0, stream_BL),
+                      jnp.where(speech_BL, stream_BL, 0), positions.astype(jnp.int32))
+    runner = _CachedLayers(self, s, cache, write_zipper_slots(cache, segment_ids, positions,
+                                                              speech_BL, stream_BL), empty)
+    hidden = self._fuse(tokens, s, speech_codes, runner)
+    return hidden, runner.finish()
+
+  def logits(self, tokens, segment_ids, positions, speech_codes=None):
+    """Full logits: ([B, L, V], [B, L, K-1, C] | None), each position by its tower's heads."""
+    h = self(tokens, segment_ids, positions, speech_codes)
+    return self.heads.logits(h), self.heads.channel_logits(h)
+
+
+def _run_layers(blocks, cfg: ModelConfig, i: int, j: int, x_BLD, xs_extra, apply):
+  """Layers [i, j) of a stacked block stack: scanned or unrolled, under the remat policy.
+  `apply(block, x, extra) -> (x, out)`; `xs_extra` are per-layer inputs sliced alike."""
+  graphdef, stacked = nnx.split(blocks)
+  part = jax.tree.map(lambda a: a[i:j], stacked)
+
+  def layer(x, inputs):
+    state, extra = inputs
+    return apply(nnx.merge(graphdef, state), x, extra)
+
+  layer = remat(layer, cfg.remat_policy)
+  xs = (part, xs_extra)
+  if cfg.scan_layers:
+    return jax.lax.scan(layer, x_BLD, xs)
+  outs = []
+  for n in range(j - i):
+    x_BLD, out = layer(x_BLD, jax.tree.map(lambda a, n=n: a[n], xs))
+    outs.append(out)
+  return x_BLD, jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs[0] is not None else None
+
+
+class _Layers:
+  """Training / full-recomputation work of the fusion plan."""
+
+  def __init__(self, model: ZipperLM, s: ZipperStreams):
+    self.model, self.s = model, s
+
+  def layers(self, t, i, j, x_BLD):
+    lm, s = self.model.tower(t), self.s
+    seg, pos = s.segment_ids(t), s.positions(t)
+    x_BLD, _ = _run_layers(lm.decoder.blocks, lm.cfg, i, j, x_BLD, None,
+                           lambda block, x, _: (block(x, seg, pos), None))
+    return x_BLD
+
+  def cross(self, t, c, x_BLD, source_BLD):
+    s, o = self.s, other(t)
+    mod = self.model.cross(t)[c]
+    k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
+    return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order)
+
+
+class _CachedLayers:
+  """Generation work of the fusion plan: self-attention through each tower's KV cache (slots of
+  its own modality, ordered by stream position); cross-attention keys written into the cross
+  cache first, then attended over all slots of the other tower (order: the unified position)."""
+
+  def __init__(self, model: ZipperLM, s: ZipperStreams, cache: ZipperCache, new_slots: ZipperCache,
+               empty: bool):
+    self.model, self.s, self.cache, self.new_slots, self.empty = model, s, cache, new_slots, empty
+    self.new_kv = {t: [] for t in TOWERS}
+    self.cross_kv = dict(cache.cross)
+
+  def layers(self, t, i, j, x_BLD):
+    lm, s, cache = self.model.tower(t), self.s, self.cache
+    mine_BS = cache.speech_BS if t == "speech" else ~cache.speech_BS
+    kv_seg_BS = jnp.where(mine_BS, cache.segment_ids_BS, 0)
+    seg, pos = s.segment_ids(t), s.positions(t)
+    stack = cache.stacks[t]
+    if self.empty:
+      dummy = jnp.zeros((j - i, 0, 0, 0, 0), stack.k_YBGSE.dtype)
+      kv = (dummy, dummy)
+    else:
+      kv = (stack.k_YBGSE[i:j], stack.v_YBGSE[i:j])
+
+    def apply(block, x, extra):
+      view = LayerView(extra[0], extra[1], kv_seg_BS, cache.stream_BS, self.empty)
+      return block(x, seg, pos, view)
+
+    x_BLD, new = _run_layers(lm.decoder.blocks, lm.cfg, i, j, x_BLD, kv, apply)
+    self.new_kv[t].append(new)
+    return x_BLD
+
+  def cross(self, t, c, x_BLD, source_BLD):
+    s, o = self.s, other(t)
+    mod = self.model.cross(t)[c]
+    k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
+    cc = self.cross_kv[t]
+    start_B = s.order[:, 0]
+    k_XBSGE = cc.k_XBSGE.at[c].set(write_rows(cc.k_XBSGE[c], k_BLGE, start_B))
+    v_XBSGE = cc.v_XBSGE.at[c].set(write_rows(cc.v_XBSGE[c], v_BLGE, start_B))
+    self.cross_kv[t] = cc.replace(k_XBSGE=k_XBSGE, v_XBSGE=v_XBSGE)
+    if self.empty:     # nothing cached before: the new positions are all there is (training path)
+      return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order)
+    slots = self.new_slots
+    theirs_BS = slots.speech_BS if o == "speech" else ~slots.speech_BS
+    return mod(x_BLD, s.segment_ids(t), s.order, k_XBSGE[c].astype(x_BLD.dtype),
+               v_XBSGE[c].astype(x_BLD.dtype), jnp.where(theirs_BS, slots.segment_ids_BS, 0),
+               slots.order_BS)
+
+  def finish(self) -> ZipperCache:
+    stacks = dict(self.cache.stacks)
+    for t in TOWERS:
+      k_YBLGE = jnp.concatenate([k for k, _ in self.new_kv[t]])
+      v_YBLGE = jnp.concatenate([v for _, v in self.new_kv[t]])
+      stacks[t] = write_new_keys(self.cache.stacks[t], k_YBLGE, v_YBLGE, self.s.order)
+    return self.new_slots.replace(stacks=stacks, cross=self.cross_kv)

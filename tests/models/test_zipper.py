@@ -1,0 +1,150 @@
+"""Zipper: the towers alone at gate 0, causality across the streams, the converter, the plan."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from model_testing import loss_and_grads
+from slm_jax.configuration import ConfigError
+from slm_jax.data.zipper_streams import zipper_streams
+from slm_jax.models.build import build
+from slm_jax.models.config import ModelConfig
+from slm_jax.models.zipper import fusion_plan
+from zipper_testing import randomize, tiny_zipper, zipper_batch
+
+
+def _hidden(model, batch):
+  return nnx.jit(lambda m, t, s, p, c: m(t, s, p, c))(
+      model, batch["tokens"], batch["segment_ids"], batch["positions"], batch.get("speech_codes"))
+
+
+def test_converter_streams_number_each_tower_from_zero_per_document():
+  cfg = tiny_zipper()
+  v = cfg.vocab
+  sp, tx, t = v.special_id("[SPEECH]"), v.special_id("[TEXT]"), v.text_start
+  s0 = v.speech_start
+  tokens = jnp.asarray([[2, tx, t, t, sp, s0, s0, tx, 2, sp, s0, t, 0]], jnp.int32)
+  seg = jnp.asarray([[1] * 8 + [2] * 4 + [0]], jnp.int32)
+  pos = jnp.asarray([list(range(8)) + list(range(4)) + [0]], jnp.int32)
+  s = zipper_streams(tokens, seg, pos, v, cfg.zipper_speech_specials)
+  np.testing.assert_array_equal(s.speech_BL[0], [0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0])
+  np.testing.assert_array_equal(s.text_positions[0], [0, 1, 2, 3, 0, 0, 0, 4, 0, 0, 0, 1, 0])
+  np.testing.assert_array_equal(s.speech_positions[0], [0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 1, 0, 0])
+  np.testing.assert_array_equal(s.text_segment_ids[0], [1, 1, 1, 1, 0, 0, 0, 1, 2, 0, 0, 2, 0])
+  np.testing.assert_array_equal(s.speech_segment_ids[0], [0, 0, 0, 0, 1, 1, 1, 0, 0, 2, 2, 0, 0])
+
+
+@pytest.mark.parametrize("depths,every", [((2, 3), (1, 2)), ((4, 4), (2, 2)), ((6, 2), (1, 1)),
+                                          ((3, 5), (0, 1)), ((1, 1), (1, 1))])
+def test_fusion_plan_runs_every_layer_and_cross_once_in_dependency_order(depths, every):
+  plan, needed = fusion_plan(depths, every)
+  done = {"text": 0, "speech": 0}
+  crosses = {"text": 0, "speech": 0}
+  for op in plan:
+    if op[0] == "run":
+      _, t, i, j = op
+      assert i == done[t] and j > i
+      done[t] = j
+    else:
+      _, t, c, src = op
+      o = "speech" if t == "text" else "text"
+      assert c == crosses[t] and done[t] == (c + 1) * every[depths.index(depths[0]) if t == "text" else 1]
+      assert done[o] >= src and src in needed[o]
+      crosses[t] += 1
+  assert done == {"text": depths[0], "speech": depths[1]}
+  assert crosses == {"text": depths[0] // every[0] if every[0] else 0,
+                     "speech": depths[1] // every[1] if every[1] else 0}
+
+
+def test_zipper_config_errors():
+  with pytest.raises(ConfigError, match="zipper_text"):
+    ModelConfig(architecture="zipper")
+  with pytest.raises(ConfigError, match="architecture"):
+    ModelConfig(architecture="towers")
+  cfg = tiny_zipper()
+  again = ModelConfig(**{**cfg.__dict__, "zipper_text": list(cfg.zipper_text),
+                         "zipper_speech": dict(cfg.zipper_speech._asdict())})
+  assert again == cfg     # model_config.json stores the towers as lists
+
+
+def _alone(model, tower, batch):
+  """Tower `tower` run by itself on its own positions, compacted (what it sees without Zipper)."""
+  cfg = model.cfg
+  s = model.streams(batch["tokens"], batch["segment_ids"], batch["positions"])
+  member = np.asarray(s.speech_BL if tower == "speech" else ~s.speech_BL) & (np.asarray(batch["segment_ids"]) > 0)
+  b, l = member.shape
+  tok, seg, pos = (np.zeros((b, l), np.int32) for _ in range(3))
+  codes = np.zeros(batch["speech_codes"].shape, np.int32)
+  for r in range(b):
+    idx = np.nonzero(member[r])[0]
+    tok[r, :idx.size] = np.asarray(batch["tokens"])[r, idx]
+    seg[r, :idx.size] = np.asarray(batch["segment_ids"])[r, idx]
+    pos[r, :idx.size] = np.asarray(s.positions(tower))[r, idx]
+    codes[r, :idx.size] = np.asarray(batch["speech_codes"])[r, idx]
+  lm = model.tower(tower)
+  mlp = model.text_input if tower == "text" else model.speech_input
+
+  @nnx.jit
+  def run(lm, mlp, tok, seg, pos, codes):
+    x = lm.towers(tok, seg, pos, codes if tower == "speech" else None)
+    x = lm.decoder(mlp(x), seg, pos)
+    return lm.heads.logits(lm.final_norm(x))
+  logits = np.asarray(run(lm, mlp, tok, seg, pos, codes))
+  del cfg
+  return member, logits
+
+
+def test_gates_at_zero_each_tower_equals_itself_run_alone():
+  model = randomize(build(tiny_zipper()), gate=0.0)
+  batch = zipper_batch(model.cfg)
+  logits = np.asarray(nnx.jit(lambda m, b: m.heads.logits(m(b["tokens"], b["segment_ids"],
+                                                              b["positions"], b["speech_codes"])))(model, batch))
+  for tower in ("text", "speech"):
+    member, alone = _alone(model, tower, batch)
+    assert member.sum() > 4
+    for r in range(member.shape[0]):
+      idx = np.nonzero(member[r])[0]
+      np.testing.assert_allclose(logits[r, idx], alone[r, :idx.size], rtol=2e-5, atol=2e-5)
+  # with open gates the towers do read each other
+  randomize(model, gate=0.7)
+  changed = np.asarray(nnx.jit(lambda m, b: m.heads.logits(m(b["tokens"], b["segment_ids"],
+                                                               b["positions"], b["speech_codes"])))(model, batch))
+  assert np.abs(changed - logits).max() > 1e-3
+
+
+@pytest.mark.parametrize("tower", ["text", "speech"])
+def test_cross_attention_never_sees_the_other_streams_future(tower):
+  model = randomize(build(tiny_zipper()), gate=0.8)
+  batch = zipper_batch(model.cfg, seed=3)
+  s = model.streams(batch["tokens"], batch["segment_ids"], batch["positions"])
+  member = np.asarray(s.speech_BL if tower == "speech" else ~s.speech_BL)[0]
+  seg = np.asarray(batch["segment_ids"])[0]
+  # a position of `tower` in the second document with earlier positions of both towers before it
+  p = [i for i in range(member.size) if member[i] and seg[i] == 2 and 3 <= i < member.size - 2][0]
+  v = model.cfg.vocab
+  new = v.speech_start + 3 if tower == "speech" else v.text_start + 5
+  if int(batch["tokens"][0, p]) == new:
+    new += 1
+  perturbed = dict(batch, tokens=batch["tokens"].at[0, p].set(new),
+                   speech_codes=batch["speech_codes"].at[0, p].set((batch["speech_codes"][0, p] + 1) % 8))
+  a, b = (model.heads.logits(_hidden(model, x)) for x in (batch, perturbed))
+  a, b = np.asarray(a), np.asarray(b)
+  np.testing.assert_array_equal(a[0, :p], b[0, :p])         # nothing earlier moves, either tower
+  np.testing.assert_array_equal(a[1], b[1])                 # nor another row
+  later_other = [i for i in range(p + 1, member.size) if not member[i] and seg[i] == 2]
+  assert later_other and np.abs(a[0, later_other] - b[0, later_other]).max() > 1e-4
+
+
+def test_loss_and_gradients_reach_both_towers_and_gates():
+  model = build(tiny_zipper())
+  batch = zipper_batch(model.cfg)
+  (loss, sums), grads = loss_and_grads(model, batch)
+  assert np.isfinite(loss) and sums["speech_weight"] > 0 and sums["text_weight"] > 0
+  g = nnx.to_pure_dict(grads) if hasattr(nnx, "to_pure_dict") else grads.to_pure_dict()
+  norm = lambda t: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(t)))  # noqa: E731
+  for name in ("text", "speech"):
+    assert norm(g[name]) > 0
+  assert norm(g["text_cross"][0]["gate"]) > 0 and norm(g["speech_cross"][0]["gate"]) > 0
+  # at gate 0 nothing flows into the cross-attention projections yet (the gate multiplies them)
+  assert norm(g["text_cross"][0]["query"]) == 0

@@ -1,0 +1,45 @@
+"""Helpers for the Zipper tests: a tiny two-tower config and batches with both streams."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from model_testing import random_batch, tiny
+from slm_jax.models.zipper_config import TowerConfig
+
+
+def tiny_zipper(speech_codebook_sizes=(24, 16, 8), text_every=1, speech_every=2, **kw):
+  """Towers of different depth, width and heads: text 2 x 32 (4 heads), speech 3 x 24 (2 heads)."""
+  return tiny(speech_codebook_sizes=speech_codebook_sizes, architecture="zipper",
+              zipper_text=TowerConfig(2, 32, 4, 2, 8, 64, text_every, True),
+              zipper_speech=TowerConfig(3, 24, 2, 1, 8, 48, speech_every, True), **kw)
+
+
+def zipper_batch(cfg, seed=0, b=2, l=16):
+  """random_batch with [SPEECH] / [TEXT] markers sprinkled in (both towers' specials)."""
+  batch = dict(random_batch(cfg, seed=seed, b=b, l=l))
+  rng = np.random.default_rng(seed + 100)
+  tokens = np.array(batch["tokens"])
+  marks = rng.random(tokens.shape) < 0.15
+  which = np.where(rng.random(tokens.shape) < 0.5, cfg.vocab.special_id("[SPEECH]"),
+                   cfg.vocab.special_id("[TEXT]"))
+  batch["tokens"] = jnp.asarray(np.where(marks, which, tokens), jnp.int32)
+  return batch
+
+
+def randomize(model, seed=1, gate=None, std=0.3):
+  """Random values for every parameter (input MLPs included); gates set to `gate` if given."""
+  state = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  out = []
+  for (path, x), k in zip(leaves, keys):
+    name = jax.tree_util.keystr(path)
+    if "gate" in name and x.ndim == 0:
+      out.append(jnp.asarray(gate if gate is not None else x, x.dtype))
+    elif "norm" in name:
+      out.append(x + 0.1 * jax.random.normal(k, x.shape, x.dtype))
+    else:
+      out.append(std * jax.random.normal(k, x.shape, x.dtype))
+  nnx.update(model, jax.tree_util.tree_unflatten(treedef, out))
+  return model
