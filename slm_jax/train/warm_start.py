@@ -52,10 +52,15 @@ class WarmStart:
     tokenizer: its tokenizer.json, or a directory holding one ("" = the checkpoint directory).
     new_row_noise: noise of the table rows outside the text vocabulary, relative to the
       per-dimension std of the HF rows (they start at the mean HF row).
+    text_checkpoint, speech_checkpoint: Zipper only: an slm_jax inference checkpoint (slm-export
+      of a shared-architecture run shaped like the tower) for the text / speech tower
+      (models/zipper_init.py). A Zipper's `hf_checkpoint` goes into its text tower.
   """
   hf_checkpoint: str = ""
   tokenizer: str = ""
   new_row_noise: float = 0.1
+  text_checkpoint: str = ""
+  speech_checkpoint: str = ""
 
 
 def options() -> WarmStart:
@@ -123,8 +128,14 @@ def model_config(cfg: ModelConfig, opts: WarmStart | None = None) -> ModelConfig
     return cfg
   hf = hf_import.read_hf_config(opts.hf_checkpoint)
   cfg = cfg.replace(vocab=run_vocab(cfg.vocab, text_vocabulary(opts, hf)))
-  hf_import.check_model_config(cfg, hf, where=f"the Hugging Face checkpoint {opts.hf_checkpoint}")
+  hf_import.check_model_config(_text_path(cfg), hf,
+                               where=f"the Hugging Face checkpoint {opts.hf_checkpoint}")
   return cfg
+
+
+def _text_path(cfg: ModelConfig) -> ModelConfig:
+  """The config of what a HF checkpoint initializes: the model, or a Zipper's text tower."""
+  return cfg.tower("text") if cfg.architecture == "zipper" else cfg
 
 
 def init_state(run, opts: WarmStart | None = None):
@@ -132,18 +143,31 @@ def init_state(run, opts: WarmStart | None = None):
   HF checkpoint's. Call only when the run starts at step 0."""
   state = run.init_state()
   opts = opts if opts is not None else options()
-  if not opts.hf_checkpoint:
+  towers = {t: d for t, d in (("text", opts.text_checkpoint), ("speech", opts.speech_checkpoint)) if d}
+  if towers and run.cfg.architecture != "zipper":
+    from slm_jax.configuration import ConfigError  # pylint: disable=import-outside-toplevel
+    raise ConfigError("WarmStart.text_checkpoint / speech_checkpoint initialize Zipper towers; "
+                      f"this model's architecture is {run.cfg.architecture!r}")
+  if not (opts.hf_checkpoint or towers):
     return state
-  hf = hf_import.read_hf_config(opts.hf_checkpoint)
-  hf_import.check_model_config(run.cfg, hf, where=f"the Hugging Face checkpoint {opts.hf_checkpoint}")
+  hf = hf_import.read_hf_config(opts.hf_checkpoint) if opts.hf_checkpoint else None
+  if hf is not None:
+    hf_import.check_model_config(_text_path(run.cfg), hf,
+                                 where=f"the Hugging Face checkpoint {opts.hf_checkpoint}")
   # Every process assembles the whole model on its CPU (the fresh init supplies the speech-only
   # parameters), imports the same files, and places its own shards of the result.
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   host_params = multihost_utils.process_allgather(state.params, tiled=True)
   with jax.default_device(jax.local_devices(backend="cpu")[0]):
     model = nnx.merge(run.graphdef, host_params)
-    hf_import.import_weights(model, CheckpointReader(opts.hf_checkpoint), hf, seed=run.seed,
-                             new_row_noise=opts.new_row_noise)
+    if hf is not None:
+      hf_import.import_weights(model.text if run.cfg.architecture == "zipper" else model,
+                               CheckpointReader(opts.hf_checkpoint), hf, seed=run.seed,
+                               new_row_noise=opts.new_row_noise)
+    for tower, directory in towers.items():
+      from slm_jax.models.zipper_init import restore_tower  # pylint: disable=import-outside-toplevel
+      restore_tower(model, tower, directory)
+      logging.info("warm start: the %s tower from %s", tower, directory)
     imported = jax.device_get(nnx.state(model, nnx.Param).to_pure_dict())
   params = jax.tree.map(
       lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda index: x[index]),
