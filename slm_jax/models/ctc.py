@@ -1,17 +1,19 @@
-"""Auxiliary CTC loss on ASR examples: the decoder's hidden states at speech frames predict the
+"""Auxiliary CTC loss on paired examples: the decoder's hidden states at speech frames predict the
 transcript, monotonically aligned (Graves et al., 2006; joint CTC-attention, Watanabe et al., 2017).
 
 A decoder-only model learns ASR by attending from each text position to the frames of the word it
-is about to write. From scratch that alignment emerges late; a CTC head over the speech frames of
-ASR examples makes those frames' hidden states encode the text they carry from the first steps,
-which the attention then finds by content. The head (`ModelConfig.asr_ctc`) is a [D, text_size + 1]
-projection (class 0 = blank) used only by this loss; generation never reads it.
+is about to write, and TTS by tracking which word the frame it writes belongs to. From scratch
+those alignments emerge late; a CTC head over the speech frames of ASR and TTS examples makes the
+frames' hidden states encode the text they carry from the first steps, which attention then finds
+by content. The head (`ModelConfig.asr_ctc`) is a [D, text_size + 1] projection (class 0 = blank)
+used only by this loss; generation never reads it.
 
-Per row, CTC runs over the concatenation of the row's ASR segments (packed rows hold several): the
-frames of every ASR segment in order against their transcripts in order. That lets an alignment
-cross a segment boundary only where a segment's labels end, a negligible relaxation of per-segment
-CTC that keeps packing. The labels are the trained text targets of ASR segments (a segment is an
-ASR example when it holds the ASR task tag), at most `max_labels` per row.
+A segment is paired when it holds the ASR or TTS task tag; its frames are its speech positions and
+its labels its text tokens (the transcript: the ASR answer, the TTS prompt). Per row, CTC runs over
+the concatenation of the row's paired segments (packed rows hold several): their frames in order
+against their transcripts in order. That lets an alignment cross a segment boundary only where a
+segment's labels end, a negligible relaxation of per-segment CTC that keeps packing. At most
+`max_labels` labels per row.
 """
 from __future__ import annotations
 
@@ -20,28 +22,30 @@ import optax
 
 from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
 
-ASR_TAG = "[ASR]"
+PAIRED_TAGS = ("[ASR]", "[TTS]")
 
 
-def asr_segments(tokens_BL, segment_ids_BL, tag_id: int):
-  """bool[B, L]: position belongs to a (non-padding) segment that contains the ASR task tag."""
+def tagged_segments(tokens_BL, segment_ids_BL, tag_ids) -> jnp.ndarray:
+  """bool[B, L]: position belongs to a (non-padding) segment that contains one of `tag_ids`."""
+  is_tag_BL = jnp.isin(tokens_BL, jnp.asarray(tag_ids, tokens_BL.dtype))
   same_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
-  has_tag_BL = (same_BLL & (tokens_BL == tag_id)[:, None, :]).any(-1)
-  return has_tag_BL & (segment_ids_BL > 0)
+  return (same_BLL & is_tag_BL[:, None, :]).any(-1) & (segment_ids_BL > 0)
 
 
 def asr_ctc_sums(model, hidden_BLD, batch, *, max_labels: int | None = None) -> dict:
   """{"ctc": summed CTC negative log-likelihood over rows, "ctc_labels": label count}."""
   vocab = model.cfg.vocab
-  tokens, targets = batch["tokens"], batch["targets"]
+  tokens = batch["tokens"]
   b, l = tokens.shape
   n = int(max_labels or max(1, l // 2))
-  in_asr_BL = asr_segments(tokens, batch["segment_ids"], vocab.special_id(ASR_TAG))
-  frames_BL = in_asr_BL & (vocab.modality(tokens) == MODALITY_SPEECH)
-  labels_BL = in_asr_BL & (batch["loss_weights"] > 0) & (vocab.modality(targets) == MODALITY_TEXT)
+  paired_BL = tagged_segments(tokens, batch["segment_ids"],
+                              [vocab.special_id(t) for t in PAIRED_TAGS])
+  modality_BL = vocab.modality(tokens)
+  frames_BL = paired_BL & (modality_BL == MODALITY_SPEECH)
+  labels_BL = paired_BL & (modality_BL == MODALITY_TEXT)
   # Left-compact each row's labels into [B, N] (class = text id + 1; 0 is the blank).
   slot_BL = jnp.where(labels_BL, jnp.cumsum(labels_BL, axis=1) - 1, n)
-  classes_BL = jnp.where(labels_BL, targets - vocab.text_start + 1, 0).astype(jnp.int32)
+  classes_BL = jnp.where(labels_BL, tokens - vocab.text_start + 1, 0).astype(jnp.int32)
   labels_BN = jnp.zeros((b, n), jnp.int32).at[jnp.arange(b)[:, None], slot_BL].set(
       classes_BL, mode="drop")
   count_B = jnp.minimum(labels_BL.sum(1), n)

@@ -1,4 +1,4 @@
-"""The auxiliary CTC loss of ASR examples (models/ctc.py) on hand-made packed rows."""
+"""The auxiliary CTC loss of paired (ASR, TTS) examples (models/ctc.py) on hand-made packed rows."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,31 +41,39 @@ def model():
   return make(tiny(asr_ctc=True))
 
 
-def test_asr_segments_mark_the_segment_holding_the_tag(model):
+def test_tagged_segments_mark_the_segments_holding_a_tag(model):
   v = model.cfg.vocab
   b = _row(v, with_tts=True)
-  mask = np.asarray(ctc.asr_segments(b["tokens"], b["segment_ids"], v.special_id("[ASR]")))[0]
-  np.testing.assert_array_equal(mask, [True] * 11 + [False] * 13)
+  mask = np.asarray(ctc.tagged_segments(b["tokens"], b["segment_ids"], [v.special_id("[ASR]")]))
+  np.testing.assert_array_equal(mask[0], [True] * 11 + [False] * 13)
+  both = ctc.tagged_segments(b["tokens"], b["segment_ids"],
+                             [v.special_id("[ASR]"), v.special_id("[TTS]")])
+  np.testing.assert_array_equal(np.asarray(both)[0], [True] * 19 + [False] * 5)
 
 
-def test_ctc_sums_equal_optax_on_the_asr_frames_and_transcript(model):
+def test_ctc_sums_equal_optax_on_the_paired_frames_and_transcripts(model):
   v = model.cfg.vocab
   hidden = jax.random.normal(jax.random.key(1), (1, 24, model.cfg.embed_dim))
-  sums = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=True))
+  alone = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=False))
   logits = model.heads.ctc_logits(hidden[:, 3:7])             # the four ASR speech frames
   expected = optax.ctc_loss(logits, jnp.zeros((1, 4)), jnp.asarray([[6, 8]]), jnp.zeros((1, 2)))
-  np.testing.assert_allclose(float(sums["ctc"]), float(expected[0]), rtol=1e-5)
-  assert float(sums["ctc_labels"]) == 2.0                       # t1, t2; not EOS or markers
-  # The TTS segment adds neither frames nor labels.
-  alone = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=False))
-  np.testing.assert_allclose(float(alone["ctc"]), float(sums["ctc"]), rtol=1e-6)
+  np.testing.assert_allclose(float(alone["ctc"]), float(expected[0]), rtol=1e-5)
+  assert float(alone["ctc_labels"]) == 2.0                      # t1, t2; not EOS or markers
+  # With the TTS segment: its two frames join the ASR frames, its text (t3) the labels, in order.
+  both = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=True))
+  frames = jnp.concatenate([hidden[:, 3:7], hidden[:, 16:18]], axis=1)
+  expected = optax.ctc_loss(model.heads.ctc_logits(frames), jnp.zeros((1, 6)),
+                            jnp.asarray([[6, 8, 4]]), jnp.zeros((1, 3)))
+  np.testing.assert_allclose(float(both["ctc"]), float(expected[0]), rtol=1e-5)
+  assert float(both["ctc_labels"]) == 3.0
 
 
-def test_rows_without_asr_contribute_nothing(model):
+def test_rows_without_paired_examples_contribute_nothing(model):
   v = model.cfg.vocab
   b = _row(v, with_tts=True)
-  b = dict(b, tokens=jnp.where(b["tokens"] == v.special_id("[ASR]"), v.special_id("[TTS]"),
-                               b["tokens"]))
+  lm = v.special_id("[SPEECH_LM]")
+  b = dict(b, tokens=jnp.where(jnp.isin(b["tokens"], jnp.asarray(
+      [v.special_id("[ASR]"), v.special_id("[TTS]")])), lm, b["tokens"]))
   hidden = jax.random.normal(jax.random.key(2), (1, 24, model.cfg.embed_dim))
   sums = ctc.asr_ctc_sums(model, hidden, b)
   assert float(sums["ctc"]) == 0.0 and float(sums["ctc_labels"]) == 0.0
