@@ -62,6 +62,7 @@ setuptools.setup(
             "slm-export=slm_jax.tools.export:run",
             "slm-generate=slm_jax.tools.generate:run",
             "slm-eval=slm_jax.tools.evaluate:run",
+            "slm-sweep=slm_jax.tools.sweep:run",
         ],
     },
 )

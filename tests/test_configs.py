@@ -16,7 +16,18 @@ _COMPOSITIONS = {
     "ablations/span_interleave_speech30.gin": [
         "models/demo.gin", "tasks/demo_all.gin", "runs/pretrain.gin",
         "ablations/span_interleave_speech30.gin"],
+    "ablations/zipper.gin": ["runs/demo.gin", "ablations/zipper.gin"],
+    "ablations/zipper_frozen_text.gin": ["runs/demo.gin", "ablations/zipper.gin",
+                                         "ablations/zipper_frozen_text.gin"],
+    "ablations/kmeans_tokens.gin": ["runs/demo.gin", "ablations/kmeans_tokens.gin"],
 }
+for _k in (2, 4):
+  _COMPOSITIONS[f"ablations/zipper_cross_every_{_k}.gin"] = [
+      "runs/demo.gin", "ablations/zipper.gin", f"ablations/zipper_cross_every_{_k}.gin"]
+for _f in (10, 30, 50):
+  _COMPOSITIONS[f"ablations/interleave_speech{_f}.gin"] = [
+      "models/demo.gin", "tasks/demo_all.gin", "runs/pretrain.gin",
+      f"ablations/interleave_speech{_f}.gin"]
 for _path in glob.glob(os.path.join(configuration.CONFIGS_DIR, "*", "*.gin")):
   _name = os.path.relpath(_path, configuration.CONFIGS_DIR)
   if _name.startswith(("models/", "mesh/", "tasks/")):
