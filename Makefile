@@ -10,7 +10,7 @@ TEST_ARGS ?=
 # pytest-xdist workers; each test file runs whole on one worker (module fixtures shared).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test test-fast bench setup apt clean
+.PHONY: demo demo-long test test-fast bench setup apt clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,13 @@ $(STAMP): setup.py | apt
 	$(PY) -m pip install -q -e '.[test,torch,asr,tensorboard]'
 	touch $@
 
+# The main job: corpus, tokenizers, caches, training, evaluation, export, generation, report.
 demo: apt $(STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
+
+# The same recipe trained about 8x longer (about 2 hours on 2 cores); shares the corpus.
+demo-long: apt $(STAMP)
+	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin
 
 # The whole CPU suite (430 tests, about 15 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)

@@ -17,10 +17,11 @@ Mixtures:
 Where things live (gin; configs/tasks/demo.gin):
   demo_corpus_dir.path          the corpus folder (default $SLM_DEMO_CORPUS or data/demo_corpus)
   demo_source.kind              "manifest" (read the jsonl + wavs) | "tfds" (slm_demo_corpus builder)
-  demo_text_vocab.kind / .path  default sentencepiece DIR/tokenizers/spm4096.model
+  demo_text_vocab.kind / .path  default sentencepiece DIR/tokenizers/spm<text_size>.model
   demo_speech_tokenizer.kind / .path   default k-means DIR/tokenizers/kmeans512
-The ids are laid out by the gin-configured UnifiedVocab (configs/models/demo.gin: text 4096,
-speech (512,)), checked against the tokenizers when a dataset is built.
+The ids are laid out by the gin-configured UnifiedVocab (configs/models/demo.gin: text 512,
+speech dMel 80 x 16; configs/models/demo_14m.gin: text 4096, speech (512,)), checked against the
+tokenizers when a dataset is built.
 """
 from __future__ import annotations
 
@@ -68,13 +69,15 @@ def _require(path: str, how: str) -> str:
 @gin.configurable
 def demo_text_vocab(kind: str = "sentencepiece", path: Optional[str] = None):
   """The text vocabulary (slm_jax.data.text). A kind that reads a model file defaults to the
-  demo's sentencepiece model DIR/tokenizers/spm4096.model."""
+  demo's sentencepiece model DIR/tokenizers/spm<N>.model, N = the gin UnifiedVocab's text_size
+  (512 for configs/models/demo.gin, 4096 for configs/models/demo_14m.gin)."""
   from slm_jax.data.text import get_text_vocabulary, text_vocab_class  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import UnifiedVocab  # pylint: disable=import-outside-toplevel
   if path is None and text_vocab_class(kind).needs_files:
-    d = demo_corpus_dir()
-    path = _require(os.path.join(d, "tokenizers", "spm4096.model"),
-                    f"train it with `slm-data train-spm --input {d}/texts.txt --vocab_size 4096 "
-                    f"--out {d}/tokenizers/spm4096` or set gin demo_text_vocab.path")
+    d, n = demo_corpus_dir(), UnifiedVocab().text_size
+    path = _require(os.path.join(d, "tokenizers", f"spm{n}.model"),
+                    f"train it with `slm-data train-spm --input {d}/texts.txt --vocab_size {n} "
+                    f"--out {d}/tokenizers/spm{n}` or set gin demo_text_vocab.path")
   return get_text_vocabulary(kind=kind, path=path)
 
 

@@ -9,6 +9,8 @@ from slm_jax import configuration
 
 _COMPOSITIONS = {
     "runs/demo.gin": ["runs/demo.gin"],
+    "runs/demo_long.gin": ["runs/demo.gin", "runs/demo_long.gin"],
+    "runs/demo_spiritlm.gin": ["runs/demo_spiritlm.gin"],
     "runs/demo_synthetic.gin": ["runs/demo_synthetic.gin"],
     "runs/pretrain.gin": ["models/tiny.gin", "runs/pretrain.gin"],
     "ablations/remat_full_bf16.gin": ["runs/demo.gin", "ablations/remat_full_bf16.gin"],
@@ -37,7 +39,9 @@ for _path in glob.glob(os.path.join(configuration.CONFIGS_DIR, "*", "*.gin")):
 
 # Values for the macros a run file leaves REQUIRED (the user sets them on the command line).
 _REQUIRED_MACROS = {
-    "runs/demo.gin": ["DEMO_CACHE = '/cache'"],
+    "runs/demo.gin": ["DEMO_CACHE = '/cache'", "DEMO_TEXT_TOKENIZER = '/t/spm512.model'",
+                      "DEMO_SPEECH_TOKENIZER = '/t/dmel25'", "DEMO_ASR_MANIFEST = '/m.jsonl'"],
+    "runs/demo_spiritlm.gin": ["DEMO_CACHE = '/cache'"],
     "runs/pretrain.gin": ["TOTAL_STEPS = 10", "BATCH_SIZE = 8", "SEQ_LEN = 64"],
 }
 
@@ -71,7 +75,7 @@ def test_every_config_file_is_covered():
 
 
 def test_ablation_overrides_the_base_binding():
-  configuration.parse(["runs/demo.gin", "ablations/towers_2x2.gin"], ["DEMO_CACHE = '/cache'"])
+  configuration.parse(["runs/demo.gin", "ablations/towers_2x2.gin"], _params_for(["runs/demo.gin"]))
   assert gin.query_parameter("ModelConfig.text_tower_layers") == 2
   assert gin.query_parameter("ModelConfig.speech_tower_layers") == 2
 

@@ -25,6 +25,12 @@ import gin
 from flax import nnx
 
 from slm_jax.configuration import ConfigError
+# Imported here, not inside the hooks: gin evaluates the hooks after the config is locked, and
+# these modules register configurables (e.g. the sampling config) when first imported.
+from slm_jax.evaluation import asr_eval, eval_sets, generation, pairwise, tts_eval
+from slm_jax.evaluation.likelihood import LikelihoodScorer
+from slm_jax.inference import prompts
+from slm_jax.inference.session import Session
 
 Hook = Callable[[object, object, int], dict]
 
@@ -41,7 +47,6 @@ def eval_tokenizers(text_vocab=None, speech_tokenizer=None) -> tuple:
 
 def session_of(model, vocab):
   """A Session over a live model with the gin-bound tokenizers."""
-  from slm_jax.inference.session import Session  # pylint: disable=import-outside-toplevel
   text, speech = eval_tokenizers()
   if model.cfg.vocab != vocab:
     raise ConfigError("the model's vocabulary differs from the run's")
@@ -58,7 +63,6 @@ def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples
                   slots: int = 8) -> Hook:
   """CER / WER (and the deranged baseline) of greedy transcripts of a manifest's first
   `max_examples` utterances (optionally only speakers containing one of `speakers`)."""
-  from slm_jax.evaluation import asr_eval, eval_sets, generation  # pylint: disable=import-outside-toplevel
   cache: dict = {}
 
   def hook(model, vocab, step):
@@ -68,7 +72,6 @@ def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples
                                               speakers=speakers)
       cache["frames"] = [session.encode_audio(u.audio_path) for u in cache["utts"]]
     if "engine" not in cache:
-      from slm_jax.inference import prompts  # pylint: disable=import-outside-toplevel
       lengths = [prompts.asr(vocab, f).ids.size for f in cache["frames"]]
       cache["engine"] = generation.engine_for(session, lengths, max_new_tokens, slots)
     else:
@@ -87,8 +90,6 @@ def pairwise_eval_hook(pairwise_dir: str = gin.REQUIRED, max_pairs: int = 32,
                        normalize: bool = False, conditions: Sequence[str] = (
                            "speech", "text", "text_to_speech", "speech_to_text")) -> Hook:
   """Pairwise accuracy per set and condition on the first `max_pairs` pairs of each set."""
-  from slm_jax.evaluation import pairwise  # pylint: disable=import-outside-toplevel
-  from slm_jax.evaluation.likelihood import LikelihoodScorer  # pylint: disable=import-outside-toplevel
   cache: dict = {}
 
   def hook(model, vocab, step):
@@ -115,7 +116,6 @@ def tts_eval_hook(texts: str = gin.REQUIRED, name: str = "tts", max_examples: in
                   slots: int = 8) -> Hook:
   """Loopback WER / CER of the model's speech for the first sentences of a text file or
   manifest (nothing when pocketsphinx is not installed)."""
-  from slm_jax.evaluation import eval_sets, tts_eval  # pylint: disable=import-outside-toplevel
   cache: dict = {}
 
   def hook(model, vocab, step):
@@ -130,8 +130,6 @@ def tts_eval_hook(texts: str = gin.REQUIRED, name: str = "tts", max_examples: in
       return {}
     session = session_of(model, vocab)
     if "engine" not in cache:
-      from slm_jax.evaluation import generation  # pylint: disable=import-outside-toplevel
-      from slm_jax.inference import prompts  # pylint: disable=import-outside-toplevel
       lengths = [prompts.tts(vocab, session.encode_text(u.text)).ids.size for u in cache["utts"]]
       budget = max(generation.speech_budget(session, u.text) for u in cache["utts"])
       cache["engine"] = generation.engine_for(session, lengths, budget, slots)

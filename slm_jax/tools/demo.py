@@ -1,24 +1,33 @@
 """`make demo`: the main job, end to end on CPU from nothing but Debian packages.
 
   python -m slm_jax.tools.demo --workdir=runs/demo [--corpus_dir=data/demo_corpus]
-                               [--gin_param=TOTAL_STEPS=300] [--synthetic]
+                               [--gin_param=TOTAL_STEPS=1200] [--miniature] [--synthetic]
 
-1. builds the offline demo corpus (fortunes sentences spoken by flite/espeak-ng voices with word
-   timings, plus real speech from pocketsphinx-testdata)          slm-data build-demo
-2. trains a 4096-piece sentencepiece model on its sentences         slm-data train-spm
-3. fits 512 k-means speech units at 25 Hz on its training audio     slm-data fit-kmeans
-4. caches the Spirit LM style mixture (speech-only / word-aligned interleaved / text-only thirds)
-   for the train and validation splits                              slm-data cache
-5. trains the demo model (configs/runs/demo.gin) on it with the grain pipeline, writing
-   checkpoints, TensorBoard logs and a loss-curve PNG, and prints a summary.
+1. builds the offline demo corpus: fortunes sentences spoken by flite voices with word timings,
+   split by sentence, plus real speech from pocketsphinx-testdata          slm-data build-demo
+2. trains a 512-piece sentencepiece model on the training sentences and
+   saves the dMel speech tokenizer (80 bins x 16 levels at 25 Hz)          slm-data train-spm
+3. caches the demo mixture (ASR + TTS + a little text LM) for train and validation  slm-data cache
+4. trains the demo model (configs/runs/demo.gin) with the grain pipeline: checkpoints, TensorBoard
+   logs (losses, and held-out ASR CER over steps)                          slm-train
+5. exports an inference checkpoint                                         slm-export
+6. evaluates it: ASR CER/WER on the held-out flite utterances (per voice) and on real recordings,
+   TTS loopback WER (generated speech -> Griffin-Lim -> pocketsphinx) beside the tokenizer's
+   ceiling, spoken-LM pairwise accuracies, held-out losses; each beside its no-learning baseline
+                                                                           slm-eval
+7. generates: the transcript of a held-out flite recording and of a real recording, and a wav of
+   a sentence that is not in the corpus                                    slm-generate
+8. writes WORKDIR/report.md (+ report.json) and WORKDIR/curves.png, and prints the report.
 
-Every step is skipped when its output exists, and training resumes from the last checkpoint, so
-rerunning continues where it stopped. `--synthetic` trains on the built-in synthetic task instead
-(configs/runs/demo_synthetic.gin, no corpus needed).
+Every stage is skipped when its output exists (training resumes from its last checkpoint; the
+evaluation and generation are redone only for a newer checkpoint), so rerunning continues where
+it stopped. `--miniature` runs the same pipeline at toy size (the test suite's end-to-end check);
+`--synthetic` only trains on the built-in synthetic task (configs/runs/demo_synthetic.gin).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -28,86 +37,313 @@ import time
 from slm_jax.tools import cli_errors
 
 DEMO_GIN = "runs/demo.gin"
+TASK_GIN = "tasks/demo_main.gin"
 SYNTHETIC_GIN = "runs/demo_synthetic.gin"
-MIXTURE = "demo_spiritlm_thirds"
+MIXTURE = "demo_main"
+TEXT_VOCAB_SIZE = 512
+DMEL_DIRNAME = "dmel25"
+# The corpus's voices: flite's 16 kHz voices, which the offline recognizer understands (the TTS
+# loopback needs that); espeak-ng would add variety but the recognizer cannot score it.
+VOICES = "flite:slt,flite:awb,flite:rms,flite:kal16"
+# A sentence the corpus does not contain, for the TTS example.
+NOVEL_SENTENCE = "the old river boat carried seven quiet travelers past the green hills"
+TTS_MAX_FRAMES = 250   # 10 s of dMel frames at 25 Hz: the longest answer the TTS example may take
+
+# The miniature pipeline (tests): a handful of sentences, a toy model, a few steps, tiny evals.
+MINIATURE_BINDINGS = [
+    "TOTAL_STEPS = 6", "BATCH_SIZE = 4", "SEQ_LEN = 256", "WARMUP_STEPS = 2",
+    "train.eval_every = 3", "train.eval_batches = 1", "CheckpointOptions.save_every = 3",
+    "ModelConfig.num_layers = 2", "ModelConfig.embed_dim = 64", "ModelConfig.num_heads = 2",
+    "ModelConfig.num_kv_heads = 1", "ModelConfig.head_dim = 32", "ModelConfig.mlp_dim = 128",
+    "train.periodic_eval_every = 3", "asr_eval_hook.max_examples = 2",
+    "asr_eval_hook.max_new_tokens = 8",
+]
 
 
-def _run(step: str, args: list[str]) -> None:
-  print(f"\n== demo: {step} ==\n$ {' '.join(args)}", flush=True)
-  t0 = time.time()
-  proc = subprocess.run([sys.executable, "-m", "slm_jax.tools.data"] + args, check=False)
+class Stage:
+  """Prints a stage's header and duration; records the duration in `timings`."""
+
+  def __init__(self, name: str, timings: dict):
+    self.name, self.timings = name, timings
+
+  def __enter__(self):
+    print(f"\n== demo: {self.name} ==", flush=True)
+    self.t0 = time.time()
+    return self
+
+  def __exit__(self, *exc):
+    dt = time.time() - self.t0
+    self.timings[self.name] = round(self.timings.get(self.name, 0.0) + dt, 1)
+    if exc[0] is None:
+      print(f"== demo: {self.name} done in {dt:.0f} s ==", flush=True)
+
+
+def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
+  cmd = [sys.executable, "-m", module] + args
+  print(f"$ {' '.join(cmd[2:])}", flush=True)
+  proc = subprocess.run(cmd, check=False, text=True,
+                        stdout=subprocess.PIPE if capture else None)
   if proc.returncode:
-    raise SystemExit(f"demo: step '{step}' failed (exit {proc.returncode}); fix the error above and "
-                     "rerun `make demo` (finished steps are kept)")
-  print(f"== demo: {step} done in {time.time() - t0:.0f} s ==", flush=True)
+    raise SystemExit(f"demo: {what} failed (exit {proc.returncode}); fix the error above and rerun "
+                     "`make demo` (finished stages are kept)")
+  return proc.stdout if capture else ""
 
 
-def prepare_data(corpus_dir: str, cache_root: str) -> list[str]:
-  """Steps 1-4; returns the gin bindings that point training at the results."""
-  if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
-    _run("build the demo corpus", ["build-demo", "--out", corpus_dir])
-  else:
-    print(f"demo: corpus present at {corpus_dir}", flush=True)
+# -- 1-3: data ----------------------------------------------------------------------------------
+def prepare_data(corpus_dir: str, miniature: bool, timings: dict) -> list[str]:
+  """Corpus, tokenizers and caches; returns the gin bindings that point training at them."""
+  with Stage("corpus", timings):
+    if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
+      size = ["--max_sentences", "150", "--voices_per_sentence", "1"] if miniature else [
+          "--max_sentences", "1500", "--voices_per_sentence", "2"]
+      _run("building the demo corpus", "slm_jax.tools.data",
+           ["build-demo", "--out", corpus_dir, "--voices", VOICES, "--quiet"] + size)
+    else:
+      print(f"corpus present at {corpus_dir}")
   tok_dir = os.path.join(corpus_dir, "tokenizers")
-  spm_prefix = os.path.join(tok_dir, "spm4096")
-  if not os.path.exists(spm_prefix + ".model"):
-    _run("train sentencepiece", ["train-spm", "--input", os.path.join(corpus_dir, "texts.txt"),
-                                 "--vocab_size", "4096", "--out", spm_prefix])
-  kmeans_dir = os.path.join(tok_dir, "kmeans512")
-  if not os.path.exists(os.path.join(kmeans_dir, "speech_tokenizer.json")):
-    _run("fit k-means speech units",
-         ["fit-kmeans", "--audio_glob", os.path.join(corpus_dir, "audio", "train", "*.wav"),
-          "--num_units", "512", "--rate", "25", "--max_files", "800", "--out", kmeans_dir])
+  spm_prefix = os.path.join(tok_dir, f"spm{TEXT_VOCAB_SIZE}")
+  dmel_dir = os.path.join(tok_dir, DMEL_DIRNAME)
+  with Stage("tokenizers", timings):
+    if not os.path.exists(spm_prefix + ".model"):
+      _run("training sentencepiece", "slm_jax.tools.data",
+           ["train-spm", "--input", os.path.join(corpus_dir, "texts.txt"),
+            "--vocab_size", str(TEXT_VOCAB_SIZE), "--out", spm_prefix])
+    if not os.path.exists(os.path.join(dmel_dir, "speech_tokenizer.json")):
+      # dMel needs no training: save the one configs/models/demo.gin describes, so the caches,
+      # the export and every later reader use exactly these settings.
+      from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+      from slm_jax.data.speech.dmel import DMelTokenizer  # pylint: disable=import-outside-toplevel
+      configuration.parse(["models/demo.gin"], finalize=False)
+      DMelTokenizer().save(dmel_dir)
+      print(f"saved the dMel tokenizer to {dmel_dir}")
 
   from slm_jax.data.speech import load_speech_tokenizer  # pylint: disable=import-outside-toplevel
   from slm_jax.data.text import SentencePieceVocab  # pylint: disable=import-outside-toplevel
+  cache_root = os.path.join(corpus_dir, "cache", MIXTURE)
   bindings = [
       f"DEMO_CORPUS_DIR = '{corpus_dir}'",
       f"DEMO_CACHE = '{cache_root}'",
       f"UnifiedVocab.text_vocab_name = '{SentencePieceVocab(spm_prefix + '.model').name}'",
-      f"UnifiedVocab.speech_tokenizer_name = '{load_speech_tokenizer(kmeans_dir).name}'",
+      f"UnifiedVocab.speech_tokenizer_name = '{load_speech_tokenizer(dmel_dir).name}'",
   ]
-  gin_args = ["--gin_file", "models/demo.gin", "--gin_file", f"tasks/{MIXTURE}.gin"]
-  for b in bindings:
+  task_bindings = bindings + [f"demo_text_vocab.path = '{spm_prefix}.model'",
+                              f"demo_speech_tokenizer.path = '{dmel_dir}'"]
+  gin_args = ["--gin_file", "models/demo.gin", "--gin_file", TASK_GIN]
+  for b in task_bindings:
     gin_args += ["--gin_param", b]
-  for split in ("train", "validation"):
-    out = os.path.join(cache_root, split)
-    if not os.path.exists(os.path.join(out, "mixture.json")):
-      _run(f"cache {MIXTURE} ({split})",
-           gin_args + ["cache", "--task", MIXTURE, "--split", split, "--out", out])
-  return bindings
+  with Stage("caches", timings):
+    for split in ("train", "validation"):
+      out = os.path.join(cache_root, split)
+      if not os.path.exists(os.path.join(out, "mixture.json")):
+        _run(f"caching {MIXTURE} ({split})", "slm_jax.tools.data",
+             gin_args + ["cache", "--task", MIXTURE, "--split", split, "--out", out, "--quiet"])
+      else:
+        print(f"cache present at {out}")
+  # Training also transcribes held-out utterances every few hundred steps (ASR CER curves).
+  return bindings + [
+      f"DEMO_ASR_MANIFEST = '{os.path.join(corpus_dir, 'manifest_validation.jsonl')}'",
+      f"DEMO_TEXT_TOKENIZER = '{spm_prefix}.model'",
+      f"DEMO_SPEECH_TOKENIZER = '{dmel_dir}'"]
 
 
-def _summary(workdir: str, result: dict, minutes: float) -> None:
+# -- 5-7: export, evaluation, generation ---------------------------------------------------------
+def latest_step(workdir: str) -> int | None:
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+  return max(steps) if steps else None
+
+
+def export(workdir: str, corpus_dir: str, step: int, timings: dict) -> str:
+  out = os.path.join(workdir, "export")
+  with Stage("export", timings):
+    info = os.path.join(out, "export_info.json")
+    if os.path.exists(info) and json.load(open(info)).get("step") == step:
+      print(f"inference checkpoint of step {step} present at {out}")
+      return out
+    tok_dir = os.path.join(corpus_dir, "tokenizers")
+    _run("exporting", "slm_jax.tools.export",
+         ["--workdir", workdir, "--out", out, "--step", str(step),
+          "--text_tokenizer", os.path.join(tok_dir, f"spm{TEXT_VOCAB_SIZE}.model"),
+          "--speech_tokenizer", os.path.join(tok_dir, DMEL_DIRNAME)])
+  return out
+
+
+def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniature: bool,
+             timings: dict) -> dict:
+  out = os.path.join(workdir, "eval", f"results_{step}.json")
+  with Stage("evaluate", timings):
+    if os.path.exists(out):
+      print(f"evaluation of step {step} present at {out}")
+      return json.load(open(out))
+    pairwise = os.path.join(corpus_dir, "pairwise")
+    if not os.path.exists(os.path.join(pairwise, "info.json")):
+      _run("building the pairwise sets", "slm_jax.tools.evaluate",
+           ["build-pairwise", "--corpus_dir", corpus_dir, "--out", pairwise,
+            "--num_pairs", "4" if miniature else "64"])
+    n_asr, n_tts = (3, 2) if miniature else (None, 40)
+    # One process: ASR on every held-out utterance (flite voices, and the real recordings),
+    # held-out losses, the pairwise sets, and the TTS loopback on distinct held-out sentences
+    # (one reading each: its audio gives the tokenizer's ceiling and the original audio's WER).
+    part = os.path.join(workdir, "eval", f"part_{step}")
+    os.makedirs(part, exist_ok=True)
+    tts_manifest = os.path.join(part, "tts_sentences.jsonl")
+    _write_distinct_sentences(corpus_dir, "test", tts_manifest, n_tts)
+    args = ["--checkpoint", export_dir, "--tensorboard", os.path.join(workdir, "tensorboard"),
+            "--no_progress", "--out", os.path.join(part, "results.json"),
+            "--asr_manifest", f"flite_test={os.path.join(corpus_dir, 'manifest_test.jsonl')}",
+            "--asr_manifest", f"real={os.path.join(corpus_dir, 'manifest_test_real.jsonl')}",
+            "--loss_cache", os.path.join(corpus_dir, "cache", MIXTURE),
+            "--pairwise_dir", pairwise, "--pairwise_normalize",
+            "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
+    if n_asr:
+      args += ["--max_examples", str(n_asr)]
+    _run("evaluating", "slm_jax.tools.evaluate", args)
+    results = json.load(open(os.path.join(part, "results.json")))
+    tts = results.get("tts") or {}
+    results["tts"] = next(iter(tts.values())) if tts else None
+    from slm_jax.atomic_write import atomic_write  # pylint: disable=import-outside-toplevel
+    atomic_write(out, json.dumps(results, indent=1))
+  return results
+
+
+def _write_distinct_sentences(corpus_dir: str, split: str, out: str, limit: int) -> None:
+  """The first reading of each distinct sentence of a split, audio paths made absolute."""
+  seen, rows = set(), []
+  with open(os.path.join(corpus_dir, f"manifest_{split}.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec["text"] in seen or "flite" not in rec.get("speaker", "flite"):
+        continue
+      seen.add(rec["text"])
+      rec["audio_path"] = os.path.join(corpus_dir, rec["audio_path"])
+      rows.append(json.dumps(rec))
+      if len(rows) == limit:
+        break
+  with open(out, "w") as f:
+    f.write("\n".join(rows) + "\n")
+
+
+def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
+                      timings: dict) -> list[dict]:
+  """The first transcript of each ASR set (from the evaluation) and, with slm-generate, a wav of
+  a sentence that is not in the corpus."""
+  out = os.path.join(workdir, "examples", f"step_{step}.json")
+  with Stage("generate", timings):
+    if os.path.exists(out):
+      print(f"examples of step {step} present at {out}")
+      return json.load(open(out))
+    examples = []
+    for name, what in (("flite_test", "held-out flite recording"), ("real", "real recording")):
+      for ex in results.get("asr", {}).get(name, {}).get("examples", [])[:1]:
+        examples.append({"what": f"ASR of a {what}", "audio": ex.get("id"),
+                         "speaker": ex.get("speaker"), "reference": ex.get("reference"),
+                         "output": ex.get("hypothesis") or ""})
+    wav = os.path.join(workdir, "examples", f"tts_step_{step}.wav")
+    os.makedirs(os.path.dirname(wav), exist_ok=True)
+    printed = _run("generating", "slm_jax.tools.generate",
+                   ["--checkpoint", export_dir, "--task", "tts", "--text", NOVEL_SENTENCE,
+                    "--out", wav, "--max_new_tokens", str(TTS_MAX_FRAMES)], capture=True)
+    print(printed.strip())
+    examples.append({"what": "TTS of a sentence not in the corpus", "text": NOVEL_SENTENCE,
+                     "output": wav if os.path.exists(wav) else None})
+    from slm_jax.atomic_write import atomic_write  # pylint: disable=import-outside-toplevel
+    atomic_write(out, json.dumps(examples, indent=1))
+  return examples
+
+
+# -- 8: report ----------------------------------------------------------------------------------
+def _fmt(x, pct=True):
+  if x is None:
+    return "n/a"
+  return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results: dict,
+           examples: list[dict], timings: dict, total_s: float) -> str:
+  """Writes report.md / report.json and the curves PNG; returns the markdown."""
   from slm_jax.tools import plot_metrics  # pylint: disable=import-outside-toplevel
   tb = os.path.join(workdir, "tensorboard")
-  png = plot_metrics.plot(tb, os.path.join(workdir, "loss.png"))
-  losses = plot_metrics.read_scalars(tb)["train/loss"]
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
-  print("\n== demo summary ==")
-  if result["history"]:
-    print(f"  trained steps {result['history'][0]['step']}..{result['history'][-1]['step']} in "
-          f"{minutes:.1f} min")
-  else:
-    print(f"  already trained to step {losses[-1][0]}: nothing to do (remove {workdir} to retrain)")
-  print(f"  train loss: {losses[0][1]:.3f} at step {losses[0][0]} -> {losses[-1][1]:.3f} at step "
-        f"{losses[-1][0]}")
-  if result["eval"]:
-    print("  held-out loss: " + ", ".join(f"{e['loss/ce']:.3f} (step {e['step']})"
-                                          for e in result["eval"]))
-    last = result["eval"][-1]
-    print(f"  held-out at step {last['step']}: text CE {last.get('loss/text_ce', float('nan')):.3f}, "
-          f"speech CE {last.get('loss/speech_ce', float('nan')):.3f}")
-  tail = [h for h in result["history"] if "tokens_per_s" in h]
+  png = plot_metrics.plot_run(tb, os.path.join(workdir, "curves.png"))
+  scalars = plot_metrics.read_scalars(tb)
+  lines = [f"# slm_jax demo report (step {step})", ""]
+  losses = scalars.get("train/loss", [])
+  if losses:
+    lines.append(f"- train loss {losses[0][1]:.3f} (step {losses[0][0]}) -> {losses[-1][1]:.3f} "
+                 f"(step {losses[-1][0]})")
+  loss = results.get("loss", {})
+  if loss:
+    lines += ["", "## Held-out loss (validation caches)", "",
+              "| task | CE | text CE | speech CE (channel 0) |", "|---|---|---|---|"]
+    for task, m in sorted(loss.items()):
+      lines.append(f"| {task} | {_fmt(m.get('loss/ce'), False)} | "
+                   f"{_fmt(m.get('loss/text_ce'), False)} | "
+                   f"{_fmt(m.get('loss/speech_ce'), False)} |")
+  lines += ["", "## ASR (greedy transcripts of held-out speech)", "",
+            "| set | utterances | CER | WER | no-learning baseline: CER / WER against other "
+            "utterances' references |", "|---|---|---|---|---|"]
+  for name, asr in sorted(results.get("asr", {}).items()):
+    base = asr.get("baseline", {})
+    lines.append(f"| {name} | {asr.get('utterances')} | {_fmt(asr.get('cer'))} | "
+                 f"{_fmt(asr.get('wer'))} | {_fmt(base.get('deranged_cer'))} / "
+                 f"{_fmt(base.get('deranged_wer'))} |")
+    for spk, r in sorted(asr.get("per_speaker", {}).items()):
+      base = r.get("baseline", {})
+      lines.append(f"| &nbsp; {spk} | {r.get('utterances')} | {_fmt(r.get('cer'))} | "
+                   f"{_fmt(r.get('wer'))} | {_fmt(base.get('deranged_cer'))} / "
+                   f"{_fmt(base.get('deranged_wer'))} |")
+  tts = results.get("tts")
+  if tts:
+    lines += ["", "## TTS loopback (generated dMel -> Griffin-Lim audio -> pocketsphinx)", ""]
+    if "skipped" in tts:
+      lines.append(f"not scored: {tts['skipped']}")
+    else:
+      lines += ["| sentences | loopback WER / CER | tokenizer ceiling: resynthesis WER | original "
+                "audio WER | no-learning baseline WER |", "|---|---|---|---|---|",
+                f"| {tts.get('utterances')} | {_fmt(tts.get('wer'))} / {_fmt(tts.get('cer'))} | "
+                f"{_fmt(tts.get('resynthesis', {}).get('wer'))} | "
+                f"{_fmt(tts.get('original', {}).get('wer'))} | "
+                f"{_fmt(tts.get('baseline', {}).get('deranged_wer'))} |"]
+      for ex in tts.get("examples", [])[:3]:
+        lines += [f"- \"{ex['reference']}\" -> heard as \"{ex['hypothesis']}\" ({ex.get('wav')})"]
+  pw = results.get("pairwise")
+  if pw:
+    lines += ["", "## Spoken-LM pairwise accuracy (length-normalized log-likelihood; chance 50%)",
+              "", "| set | condition | pairs | accuracy |", "|---|---|---|---|"]
+    for set_name, conds in sorted(pw.items()):
+      for cond, r in sorted(conds.items()):
+        if isinstance(r, dict) and "accuracy" in r:
+          lines.append(f"| {set_name} | {cond} | {r.get('pairs')} | {_fmt(r.get('accuracy'))} |")
+  if examples:
+    lines += ["", "## Examples", ""]
+    for ex in examples:
+      if "reference" in ex:
+        lines += [f"- {ex['what']} ({ex.get('speaker')}, {ex['audio']}):",
+                  f"  - reference:  {ex['reference']}",
+                  f"  - transcript: {ex['output'] or '(empty)'}"]
+      else:
+        lines.append(f"- {ex['what']}: \"{ex['text']}\" -> {ex['output']}")
+  lines += ["", "## Where things are", "",
+            f"- corpus, tokenizers, caches: {corpus_dir}",
+            f"- checkpoints: {os.path.join(workdir, 'checkpoints')}",
+            f"- inference checkpoint: {os.path.join(workdir, 'export')}",
+            f"- evaluation results: {os.path.join(workdir, 'eval')}",
+            f"- curves: {png}",
+            f"- config: {os.path.join(workdir, 'operative_config.gin')}",
+            f"- TensorBoard: {tensorboard_command(tb)}",
+            "", "## Time", "",
+            "- " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+            + f"; total {total_s / 60:.1f} min"]
+  tail = [h for h in train_result.get("history", []) if "tokens_per_s" in h]
   if tail:
     tps = sorted(h["tokens_per_s"] for h in tail)[len(tail) // 2]
-    mfu = sorted(h.get("mfu", 0.0) for h in tail)[len(tail) // 2]
-    print(f"  throughput: {tps:.0f} tokens/s (median), MFU {100 * mfu:.0f}% of the measured matmul peak")
-  print(f"  checkpoints: {ckpt_dir} (steps {steps})")
-  print(f"  loss curve:  {png}")
-  print(f"  config:      {os.path.join(workdir, 'operative_config.gin')}")
-  print(f"  TensorBoard: {tensorboard_command(tb)}")
+    lines.append(f"- training throughput {tps:.0f} tokens/s (median)")
+  text = "\n".join(lines) + "\n"
+  from slm_jax.atomic_write import atomic_write  # pylint: disable=import-outside-toplevel
+  atomic_write(os.path.join(workdir, "report.md"), text)
+  atomic_write(os.path.join(workdir, "report.json"), json.dumps(
+      {"step": step, "results": results, "examples": examples, "timings_s": timings,
+       "total_s": round(total_s, 1)}, indent=1))
+  return text
 
 
 def tensorboard_command(logdir: str, bin_dir: str | None = None) -> str:
@@ -122,36 +358,71 @@ def tensorboard_command(logdir: str, bin_dir: str | None = None) -> str:
   return f"tensorboard --logdir {logdir}  (not installed: pip install 'tensorboard>=2.20,<3')"
 
 
+# -- main ---------------------------------------------------------------------------------------
+def train_summary(workdir: str, result: dict, minutes: float) -> None:
+  from slm_jax.tools import plot_metrics  # pylint: disable=import-outside-toplevel
+  tb = os.path.join(workdir, "tensorboard")
+  png = plot_metrics.plot(tb, os.path.join(workdir, "loss.png"))
+  losses = plot_metrics.read_scalars(tb)["train/loss"]
+  print("\n== demo: training summary ==")
+  if result["history"]:
+    print(f"  trained steps {result['history'][0]['step']}..{result['history'][-1]['step']} in "
+          f"{minutes:.1f} min")
+  else:
+    print(f"  already trained to step {losses[-1][0]}: nothing to do (remove {workdir} to retrain)")
+  print(f"  train loss: {losses[0][1]:.3f} at step {losses[0][0]} -> {losses[-1][1]:.3f} at step "
+        f"{losses[-1][0]}")
+  if result["eval"]:
+    print("  held-out loss: " + ", ".join(f"{e['loss/ce']:.3f} (step {e['step']})"
+                                          for e in result["eval"]))
+  print(f"  loss curve: {png}")
+
+
+def train(files: list[str], bindings: list[str], workdir: str, timings: dict) -> dict:
+  from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+  import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
+  configuration.parse(files, bindings)
+  with Stage(f"train with {', '.join(files)} into {workdir}", timings) as stage:
+    print("(Ctrl-C stops; rerunning resumes from the last checkpoint)", flush=True)
+    result = loop.train(workdir)
+  timings["train"] = timings.pop(stage.name)
+  return result
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="demo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--corpus_dir", default="data/demo_corpus",
                  help="where the demo corpus, its tokenizers and caches live")
-  p.add_argument("--synthetic", action="store_true", help="train on the synthetic task instead")
+  p.add_argument("--miniature", action="store_true",
+                 help="the whole pipeline at toy size (a check, not a model)")
+  p.add_argument("--synthetic", action="store_true",
+                 help="only train on the synthetic task (no corpus, no evaluation)")
   p.add_argument("--gin_file", action="append", default=None,
                  help=f"gin files (default {DEMO_GIN}, or {SYNTHETIC_GIN} with --synthetic)")
   p.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
   args = p.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  corpus_dir = os.path.abspath(args.corpus_dir)
-  t_start = time.time()
-  bindings = [] if args.synthetic else prepare_data(corpus_dir, os.path.join(corpus_dir, "cache", MIXTURE))
-
-  from slm_jax import configuration  # pylint: disable=import-outside-toplevel
-  import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
-  files = args.gin_file or [SYNTHETIC_GIN if args.synthetic else DEMO_GIN]
-  configuration.parse(files, bindings + args.gin_param)
-  print(f"\n== demo: train with {', '.join(files)} into {args.workdir} ==\n"
-        "(Ctrl-C stops; rerunning resumes from the last checkpoint)", flush=True)
-  t0 = time.time()
-  try:
-    result = loop.train(args.workdir)
-  except KeyboardInterrupt:
-    print("demo: interrupted; rerun `make demo` to resume", file=sys.stderr)
-    return 130
-  _summary(args.workdir, result, (time.time() - t0) / 60)
-  print(f"  total demo time: {(time.time() - t_start) / 60:.1f} min")
+  t_start, timings = time.time(), {}
+  workdir, corpus_dir = os.path.abspath(args.workdir), os.path.abspath(args.corpus_dir)
+  if args.synthetic:
+    result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
+    train_summary(workdir, result, timings["train"] / 60)
+    return 0
+  bindings = prepare_data(corpus_dir, args.miniature, timings)
+  extra = (MINIATURE_BINDINGS if args.miniature else []) + args.gin_param
+  result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
+  train_summary(workdir, result, timings["train"] / 60)
+  step = latest_step(workdir)
+  if step is None:
+    raise SystemExit(f"demo: no checkpoint in {workdir}/checkpoints after training")
+  export_dir = export(workdir, corpus_dir, step, timings)
+  results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings)
+  examples = generate_examples(export_dir, workdir, results, step, timings)
+  text = report(workdir, corpus_dir, step, result, results, examples, timings,
+                time.time() - t_start)
+  print("\n" + text)
   return 0
 
 

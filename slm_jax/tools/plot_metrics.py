@@ -68,6 +68,39 @@ def plot(logdir: str, out: str, tags=DEFAULT_TAGS) -> str:
   return out
 
 
+def plot_run(logdir: str, out: str) -> str:
+  """Losses (left) and held-out evaluation metrics over steps (right: ASR CER/WER, pairwise
+  accuracies, anything under eval/ that is not a loss), one PNG."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  scalars = read_scalars(logdir)
+  losses = [t for t in DEFAULT_TAGS if t in scalars]
+  if not losses:
+    raise FileNotFoundError(f"no loss scalars in event files under {logdir}")
+  metrics = sorted(t for t in scalars if t.startswith("eval/") and "loss" not in t
+                   and any(w in t for w in ("cer", "wer", "accuracy")))
+  fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(13 if metrics else 8, 4.5))
+  axes = list(axes) if metrics else [axes]
+  for ax, tags, ylabel in ((axes[0], losses, "cross-entropy (nats)"),
+                           (axes[-1], metrics, "rate")):
+    if not tags:
+      continue
+    for tag in tags:
+      steps, values = zip(*scalars[tag])
+      ax.plot(steps, values, label=tag, marker="o" if len(steps) < 20 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(os.path.basename(os.path.normpath(os.path.dirname(logdir))) or "run")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="plot_metrics", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

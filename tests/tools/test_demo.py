@@ -1,8 +1,11 @@
-"""The main job's orchestrator (`make demo`), on its synthetic-task path with a small model."""
+"""The main job's orchestrator (`make demo`): its synthetic-task path with a small model, and the
+whole pipeline at miniature size."""
+import json
 import os
 import shutil
 
 import gin
+import pytest
 
 from slm_jax.tools import demo
 
@@ -43,3 +46,53 @@ def test_the_summary_names_a_tensorboard_that_runs(tmp_path, monkeypatch):
   assert "not installed: pip install" in demo.tensorboard_command("logs", str(bin_dir))
   (bin_dir / "tensorboard").write_text("")
   assert demo.tensorboard_command("logs", str(bin_dir)) == f"{bin_dir / 'tensorboard'} --logdir logs"
+
+
+@pytest.mark.slow
+def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys):
+  """The real pipeline (corpus from flite, tokenizers, caches, training with periodic ASR CER,
+  export, slm-eval, slm-generate, report) at toy size."""
+  if not shutil.which("flite"):
+    pytest.skip("needs Debian's flite (make apt) to synthesize the corpus")
+  pytest.importorskip("pocketsphinx", reason="the TTS loopback needs the asr extra (pocketsphinx)")
+  run, corpus = tmp_path / "run", tmp_path / "corpus"
+  args = ["--miniature", "--workdir", str(run), "--corpus_dir", str(corpus)]
+  gin.clear_config()
+  try:
+    assert demo.main(args) == 0
+  finally:
+    gin.clear_config()
+  out = capsys.readouterr().out
+  for stage in ("corpus", "tokenizers", "caches", "export", "evaluate", "generate"):
+    assert f"== demo: {stage} done" in out, stage
+  report = json.loads((run / "report.json").read_text())
+  step = report["step"]
+  assert step == 6 and sorted(os.listdir(run / "checkpoints"))[-1] == "6"
+  results = report["results"]
+  for name in ("flite_test", "real"):
+    asr = results["asr"][name]
+    assert 0.0 <= asr["cer"] and asr["baseline"]["empty_cer"] == 1.0
+  assert "wer" in results["tts"] and "wer" in results["tts"]["resynthesis"]
+  assert results["pairwise"]
+  kinds = [ex["what"] for ex in report["examples"]]
+  assert any("flite" in k for k in kinds) and any("real" in k for k in kinds)
+  tts_wav = [ex["output"] for ex in report["examples"] if ex["what"].startswith("TTS")][0]
+  assert os.path.getsize(tts_wav) > 44
+  assert (run / "curves.png").stat().st_size > 0
+  md = (run / "report.md").read_text()
+  assert "no-learning baseline" in md and "TTS loopback" in md and "pairwise" in md.lower()
+  # The curves hold the held-out ASR CER over steps, written during training.
+  from slm_jax.tools import plot_metrics  # pylint: disable=import-outside-toplevel
+  tags = plot_metrics.read_scalars(str(run / "tensorboard"))
+  assert any(t.startswith("eval/") and "cer" in t for t in tags), sorted(tags)
+  # A rerun finds every stage's output and redoes nothing.
+  gin.clear_config()
+  try:
+    assert demo.main(args) == 0
+  finally:
+    gin.clear_config()
+  out = capsys.readouterr().out
+  assert "already trained to step 6" in out
+  for what in ("corpus present", "cache present", f"inference checkpoint of step {step} present",
+               f"evaluation of step {step} present", f"examples of step {step} present"):
+    assert what in out, what
