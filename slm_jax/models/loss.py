@@ -37,9 +37,12 @@ class LossOptions:
   channel_loss_weight: float = 1.0
   chunk_size: int = 1024
   remat: bool = True
+  # > 0: add the auxiliary CTC loss of ASR examples (models/ctc.py; needs ModelConfig.asr_ctc),
+  # summed over labels and divided by W like the cross-entropy.
+  asr_ctc_weight: float = 0.0
 
   def __post_init__(self):
-    if self.z_loss_weight < 0 or self.channel_loss_weight < 0:
+    if self.z_loss_weight < 0 or self.channel_loss_weight < 0 or self.asr_ctc_weight < 0:
       raise ConfigError(f"LossOptions: loss weights must be >= 0, got z_loss_weight="
                         f"{self.z_loss_weight}, channel_loss_weight={self.channel_loss_weight}")
     if self.chunk_size < 1:
@@ -149,6 +152,8 @@ def metrics_from_sums(sums: dict) -> dict:
       "accuracy": ratio(sums["correct"], sums["weight"]),
       "tokens/weight": sums["weight"],
   }
+  if "ctc" in sums:
+    out["loss/asr_ctc"] = ratio(sums["ctc"], sums["ctc_labels"])
   if "channel_ce" in sums:
     per_channel = ratio(sums["channel_ce"], sums["speech_weight"])
     out["loss/channel_ce_mean"] = per_channel.mean()
@@ -168,5 +173,13 @@ def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict
   sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat)
   if denominators is None:
     denominators = loss_denominators(batch, model.cfg.vocab)
-  return combine(sums, denominators, z_loss_weight=options.z_loss_weight,
-                 channel_loss_weight=options.channel_loss_weight), sums
+  loss = combine(sums, denominators, z_loss_weight=options.z_loss_weight,
+                 channel_loss_weight=options.channel_loss_weight)
+  if options.asr_ctc_weight:
+    from slm_jax.models import ctc  # pylint: disable=import-outside-toplevel
+    if not model.cfg.asr_ctc:
+      raise ConfigError("LossOptions.asr_ctc_weight > 0 needs a model with a CTC head: set "
+                        "ModelConfig.asr_ctc = True")
+    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch))
+    loss = loss + options.asr_ctc_weight * sums["ctc"] / denominators["weight"]
+  return loss, sums
