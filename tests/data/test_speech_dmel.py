@@ -121,3 +121,19 @@ def test_encode_inside_tf_data(tok):
   assert ds.element_spec.shape.as_list() == [None, 80]
   (frames,) = list(ds.as_numpy_iterator())
   np.testing.assert_array_equal(frames, tok.encode(a, 16000))
+
+
+def test_stacked_frames_hold_consecutive_mel_frames_and_decode_alike(tok):
+  audio = synthetic_speechlike(1.03, 16000, seed=5)
+  stacked = DMelTokenizer(stack=4)
+  assert stacked.codebook_sizes == (16,) * 320 and stacked.frame_rate == tok.frame_rate / 4
+  assert stacked.name != tok.name and "x4@20Hz" in stacked.name
+  flat, four = tok.encode(audio, 16000), stacked.encode(audio, 16000)
+  assert four.shape == (stacked.num_frames(audio.size), 320) == (-(-flat.shape[0] // 4), 320)
+  unstacked = four.reshape(-1, 80)
+  np.testing.assert_array_equal(unstacked[:flat.shape[0]], flat)
+  assert (unstacked[flat.shape[0]:] == 0).all()                 # padded with the silence level
+  np.testing.assert_allclose(stacked.decode(four)[:flat.shape[0] * 200],
+                             tok.decode(unstacked)[:flat.shape[0] * 200], atol=1e-5)
+  with pytest.raises(ValueError, match="stack"):
+    DMelTokenizer(stack=0)

@@ -4,6 +4,11 @@
 16 each. Levels are evenly spaced in log-mel between `min_value` (-7) and `max_value` (2), values
 outside are clipped; dequantizing returns the level centre, so the error within the range is at
 most half a step. Decoding: level centres -> mel -> linear spectrogram -> Griffin-Lim.
+
+`stack` > 1 puts that many consecutive mel frames into one position (K = stack x n_mels channels,
+frame rate / stack): a model then reads and writes `stack` frames per step, e.g. 50 Hz mel frames
+(for their audio quality) at 12.5 positions per second (for the sequence length). An utterance's
+last position is padded with the lowest level (silence).
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ class DMelTokenizer(SpeechTokenizer):
 
   def __init__(self, num_levels: int = 16, min_value: float = -7.0, max_value: float = 2.0,
                mel: mel_lib.MelConfig | dict | None = None, griffin_lim_iters: int = 64,
-               mel_inversion: str = "nnls"):
+               mel_inversion: str = "nnls", stack: int = 1):
     if num_levels < 2:
       raise SpeechTokenizerError(f"num_levels must be >= 2, got {num_levels}")
+    if int(stack) < 1:
+      raise SpeechTokenizerError(f"stack must be >= 1, got {stack}")
     if not max_value > min_value:
       raise SpeechTokenizerError(f"max_value ({max_value}) must exceed min_value ({min_value})")
     self.num_levels = int(num_levels)
@@ -39,15 +46,16 @@ class DMelTokenizer(SpeechTokenizer):
         mel or mel_lib.MelConfig())
     self.griffin_lim_iters = int(griffin_lim_iters)
     self.mel_inversion = mel_inversion
+    self.stack = int(stack)
 
   # -- description ----------------------------------------------------------------------------
   @property
   def codebook_sizes(self) -> tuple[int, ...]:
-    return (self.num_levels,) * self.mel.n_mels
+    return (self.num_levels,) * (self.mel.n_mels * self.stack)
 
   @property
   def frame_rate(self) -> float:
-    return self.mel.frame_rate
+    return self.mel.frame_rate / self.stack
 
   @property
   def sample_rate(self) -> int:
@@ -68,11 +76,14 @@ class DMelTokenizer(SpeechTokenizer):
     # Only what changes the codes enters the identity (not decoding options).
     ident = {"levels": self.num_levels, "min": self.min_value, "max": self.max_value,
              "mel": self.mel.to_dict()}
+    if self.stack != 1:
+      ident["stack"] = self.stack
     h = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
-    return f"dmel-{self.mel.n_mels}x{self.num_levels}@{self.frame_rate:g}Hz-{h}"
+    stacked = f"x{self.stack}" if self.stack != 1 else ""
+    return f"dmel-{self.mel.n_mels}x{self.num_levels}{stacked}@{self.frame_rate:g}Hz-{h}"
 
   def num_frames(self, num_samples: int) -> int:
-    return self.mel.num_frames(num_samples)
+    return -(-self.mel.num_frames(num_samples) // self.stack)
 
   # -- quantization ---------------------------------------------------------------------------
   def quantize(self, log_mel_TM: np.ndarray) -> np.ndarray:
@@ -93,15 +104,25 @@ class DMelTokenizer(SpeechTokenizer):
     if not mels:
       return []
     counts = np.cumsum([m.shape[0] for m in mels])[:-1]
-    return np.split(self.quantize(np.concatenate(mels, axis=0)), counts, axis=0)
+    levels = np.split(self.quantize(np.concatenate(mels, axis=0)), counts, axis=0)
+    return [self._stack(x) for x in levels] if self.stack != 1 else levels
+
+  def _stack(self, levels_TM: np.ndarray) -> np.ndarray:
+    """[T, M] mel levels -> [ceil(T / stack), stack * M], the last position padded with level 0."""
+    t, m = levels_TM.shape
+    padded = np.zeros((-(-t // self.stack) * self.stack, m), np.int32)
+    padded[:t] = levels_TM
+    return padded.reshape(-1, self.stack * m)
 
   def decode(self, frames_TK: np.ndarray) -> np.ndarray:
     frames_TK = self.check_frames(frames_TK)
-    return mel_lib.mel_to_audio(self.dequantize(frames_TK), self.mel, n_iter=self.griffin_lim_iters,
+    levels_TM = frames_TK.reshape(-1, self.mel.n_mels)       # unstack: stack frames per position
+    return mel_lib.mel_to_audio(self.dequantize(levels_TM), self.mel, n_iter=self.griffin_lim_iters,
                                 inversion=self.mel_inversion)
 
   # -- persistence ----------------------------------------------------------------------------
   def config(self) -> dict:
     return {"num_levels": self.num_levels, "min_value": self.min_value,
             "max_value": self.max_value, "mel": self.mel.to_dict(),
-            "griffin_lim_iters": self.griffin_lim_iters, "mel_inversion": self.mel_inversion}
+            "griffin_lim_iters": self.griffin_lim_iters, "mel_inversion": self.mel_inversion,
+            "stack": self.stack}
