@@ -83,11 +83,15 @@ class GatedCrossAttention(nnx.Module):
     return (constrain(k_BLGE, ("batch", "length", "act_kv_heads", None)),
             constrain(v_BLGE, ("batch", "length", "act_kv_heads", None)))
 
-  def __call__(self, x_BLD, q_segment_ids, q_order, k_BSGE, v_BSGE, kv_segment_ids, kv_order):
+  def __call__(self, x_BLD, q_segment_ids, q_order, k_BSGE, v_BSGE, kv_segment_ids, kv_order,
+               causal: bool = False):
+    """`causal` (static): keys and queries are the same row's positions (L = S, both streams
+    aligned with the row), so within a segment the order increases with the index on both sides
+    and the dispatch may skip key blocks after the query block (the results are the same)."""
     q_BLHE = rotary(self.query(self.query_norm(x_BLD)), q_order, self.cfg.rope_theta)
     q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
     o_BLHE = dispatch.attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids,
-                                kv_order, implementation=self.cfg.attention_impl)
+                                kv_order, implementation=self.cfg.attention_impl, causal=causal)
     o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
     gate = jnp.tanh(self.gate[...].astype(jnp.float32)).astype(x_BLD.dtype)
     return constrain(x_BLD + gate * self.out(o_BLHE), ("batch", "length", "act_embed"))
@@ -295,9 +299,14 @@ class _Layers:
 
   def cross(self, t, c, x_BLD, source_BLD):
     s, o = self.s, other(t)
-    mod = self.model.cross(t)[c]
-    k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
-    return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order)
+    graphdef, state = nnx.split(self.model.cross(t)[c])
+
+    def apply(state, x_BLD, source_BLD):   # under the decoder's remat policy, like a layer
+      mod = nnx.merge(graphdef, state)
+      k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
+      return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order,
+                 causal=True)
+    return remat(apply, self.model.cfg.remat_policy)(state, x_BLD, source_BLD)
 
 
 class _CachedLayers:
@@ -341,7 +350,8 @@ class _CachedLayers:
     v_XBSGE = cc.v_XBSGE.at[c].set(write_rows(cc.v_XBSGE[c], v_BLGE, start_B))
     self.cross_kv[t] = cc.replace(k_XBSGE=k_XBSGE, v_XBSGE=v_XBSGE)
     if self.empty:     # nothing cached before: the new positions are all there is (training path)
-      return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order)
+      return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order,
+                 causal=True)
     slots = self.new_slots
     theirs_BS = slots.speech_BS if o == "speech" else ~slots.speech_BS
     return mod(x_BLD, s.segment_ids(t), s.order, k_XBSGE[c].astype(x_BLD.dtype),
