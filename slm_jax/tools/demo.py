@@ -6,7 +6,8 @@
 1. builds the offline demo corpus: fortunes sentences spoken by flite voices with word timings,
    split by sentence, plus real speech from pocketsphinx-testdata          slm-data build-demo
 2. trains a 512-piece sentencepiece model on the training sentences and
-   saves the dMel speech tokenizer (80 bins x 16 levels at 25 Hz)          slm-data train-spm
+   saves the dMel speech tokenizer (80 bins x 16 levels at 50 Hz, 4 frames
+   per position)                                                           slm-data train-spm
 3. caches the demo mixture (ASR + TTS + a little text LM) for train and validation  slm-data cache
 4. trains the demo model (configs/runs/demo.gin) with the grain pipeline: checkpoints, TensorBoard
    logs (losses, and held-out ASR CER over steps)                          slm-train
@@ -41,13 +42,13 @@ TASK_GIN = "tasks/demo_main.gin"
 SYNTHETIC_GIN = "runs/demo_synthetic.gin"
 MIXTURE = "demo_main"
 TEXT_VOCAB_SIZE = 512
-DMEL_DIRNAME = "dmel25"
+DMEL_DIRNAME = "dmel50x4"
 # The corpus's voices: flite's 16 kHz voices, which the offline recognizer understands (the TTS
 # loopback needs that); espeak-ng would add variety but the recognizer cannot score it.
 VOICES = "flite:slt,flite:awb,flite:rms,flite:kal16"
 # A sentence the corpus does not contain, for the TTS example.
 NOVEL_SENTENCE = "the old river boat carried seven quiet travelers past the green hills"
-TTS_MAX_FRAMES = 250   # 10 s of dMel frames at 25 Hz: the longest answer the TTS example may take
+TTS_MAX_FRAMES = 125   # 10 s at 12.5 positions per second: the longest TTS example answer
 
 # The miniature pipeline (tests): a handful of sentences, a toy model, a few steps, tiny evals.
 MINIATURE_BINDINGS = [

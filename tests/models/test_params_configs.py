@@ -48,7 +48,8 @@ def _formula(v_text, speech, d, heads, kv, hd, mlp, layers, tied, pad):
 EXPECTED = {
     # file: (formula arguments, exact count)
     "tiny": ((256, (64,), 64, 4, 2, 16, 128, 2, True, 128), 98_624),
-    "demo": ((4096, (512,), 384, 6, 2, 64, 1024, 8, True, 128), 14_408_064),
+    "demo_14m": ((4096, (512,), 384, 6, 2, 64, 1024, 8, True, 128), 14_408_064),
+    "demo": ((512, (16,) * 320, 256, 4, 2, 64, 768, 6, True, 128), 7_499_008),   # + CTC head
     "1b": ((128256, (16384,), 2048, 32, 8, 64, 8192, 16, True, 512), 1_269_893_120),
     "7b": ((32000, (2048,) * 8, 4096, 32, 32, 128, 11008, 32, False, 512), 6_874_730_496),
 }
@@ -63,7 +64,8 @@ def test_gin_model_configs_build_abstractly_with_exact_counts(name):
   model = build_lib.build_abstract(cfg)
   leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves), "abstract build must not allocate"
-  assert build_lib.param_count(model) == exact
+  ctc_head = cfg.embed_dim * (cfg.vocab.text_size + 1) if cfg.asr_ctc else 0
+  assert build_lib.param_count(model) == exact + ctc_head
   if name in ("1b", "7b"):
     assert cfg.dtype == "bfloat16" and cfg.param_dtype == "float32"
 
