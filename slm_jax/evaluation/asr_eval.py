@@ -34,16 +34,30 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str],
 
 
 def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens: int = 96,
-                 slots: int = 8, num_examples: int = 5, engine=None, progress: bool = True) -> dict:
-  """Transcribes every utterance greedily and scores it (see the module docstring)."""
+                 slots: int = 8, num_examples: int = 5, engine=None, progress: bool = True,
+                 decoder: str = "attention", frames: Sequence | None = None) -> dict:
+  """Transcribes every utterance greedily and scores it (see the module docstring).
+
+  decoder: "attention" (the model writes the transcript token by token) or "ctc" (best path of
+  the auxiliary CTC head over the speech frames, inference/ctc_decoding.py).
+  frames: the utterances' speech frames when already encoded (else read and encoded here).
+  """
   start = time.perf_counter()
-  frames = [session.encode_audio(u.audio_path) for u in utterances]
-  hyps = generation.transcribe(session, frames, max_new_tokens=max_new_tokens, slots=slots,
-                               engine=engine, progress=progress)
+  if frames is None:
+    frames = [session.encode_audio(u.audio_path) for u in utterances]
+  if decoder == "ctc":
+    from slm_jax.inference.ctc_decoding import ctc_transcribe  # pylint: disable=import-outside-toplevel
+    hyps = ctc_transcribe(session, frames, batch_size=slots)
+  elif decoder == "attention":
+    hyps = generation.transcribe(session, frames, max_new_tokens=max_new_tokens, slots=slots,
+                                 engine=engine, progress=progress)
+  else:
+    raise ValueError(f"decoder must be 'attention' or 'ctc', got {decoder!r}")
   refs = [u.text for u in utterances]
   out = score_transcripts(refs, hyps, [u.speaker for u in utterances])
   out["examples"] = [{"id": u.id, "speaker": u.speaker, "reference": u.text, "hypothesis": h}
                      for u, h in list(zip(utterances, hyps))[:num_examples]]
   out["hypotheses"] = {u.id: h for u, h in zip(utterances, hyps)}
+  out["decoder"] = decoder
   out["seconds"] = round(time.perf_counter() - start, 2)
   return out

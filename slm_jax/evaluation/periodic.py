@@ -78,9 +78,15 @@ def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples
       cache["engine"].params = _params(model)
     hyps = generation.transcribe(session, cache["frames"], max_new_tokens=max_new_tokens,
                                  engine=cache["engine"], progress=False)
-    r = asr_eval.score_transcripts([u.text for u in cache["utts"]], hyps)
-    return {f"asr/{name}/cer": r["cer"], f"asr/{name}/wer": r["wer"],
-            f"asr/{name}/deranged_cer": r["baseline"].get("deranged_cer", float("nan"))}
+    refs = [u.text for u in cache["utts"]]
+    r = asr_eval.score_transcripts(refs, hyps)
+    out = {f"asr/{name}/cer": r["cer"], f"asr/{name}/wer": r["wer"],
+           f"asr/{name}/deranged_cer": r["baseline"].get("deranged_cer", float("nan"))}
+    if getattr(model.cfg, "asr_ctc", False):      # the CTC head's transcripts as well
+      from slm_jax.inference.ctc_decoding import ctc_transcribe  # pylint: disable=import-outside-toplevel
+      c = asr_eval.score_transcripts(refs, ctc_transcribe(session, cache["frames"], batch_size=slots))
+      out.update({f"asr/{name}/ctc_cer": c["cer"], f"asr/{name}/ctc_wer": c["wer"]})
+    return out
 
   return hook
 

@@ -194,8 +194,13 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
     results["asr"] = {}
     for name, utts in inputs["asr"]:
       print(f"{PROG}: ASR on {name} ({len(utts)} utterances)", file=sys.stderr)
+      frames = [session.encode_audio(u.audio_path) for u in utts]
       results["asr"][name] = asr_eval.evaluate_asr(
-          session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots, progress=progress)
+          session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots, progress=progress,
+          frames=frames)
+      if getattr(session.model.cfg, "asr_ctc", False):    # the CTC head's view as well
+        results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
+            session, utts, slots=args.slots, decoder="ctc", frames=frames)
   if inputs["tts"]:
     name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")
