@@ -237,10 +237,11 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
       return json.load(open(out))
     examples = []
     for name, what in (("flite_test", "held-out flite recording"), ("real", "real recording")):
-      for ex in results.get("asr", {}).get(name, {}).get("examples", [])[:1]:
-        examples.append({"what": f"ASR of a {what}", "audio": ex.get("id"),
-                         "speaker": ex.get("speaker"), "reference": ex.get("reference"),
-                         "output": ex.get("hypothesis") or ""})
+      for suffix, how in (("", "decoder"), ("/ctc", "CTC head")):
+        for ex in results.get("asr", {}).get(name + suffix, {}).get("examples", [])[:1]:
+          examples.append({"what": f"ASR of a {what} ({how})", "audio": ex.get("id"),
+                           "speaker": ex.get("speaker"), "reference": ex.get("reference"),
+                           "output": ex.get("hypothesis") or ""})
     wav = os.path.join(workdir, "examples", f"tts_step_{step}.wav")
     os.makedirs(os.path.dirname(wav), exist_ok=True)
     printed = _run("generating", "slm_jax.tools.generate",
