@@ -11,12 +11,14 @@ from slm_jax.unified_vocab import UnifiedVocab
 HEAVY = ("tensorflow", "seqio", "tensorflow_datasets")
 VOCAB = dict(text_size=100, speech_codebook_sizes=(64,))
 
-# What `slm-train --gin_file=runs/demo.gin` imports, then both of its data iterators, one batch each.
+# What `slm-train --gin_file=runs/demo_spiritlm.gin` imports, then both of its data iterators, one
+# batch each. (runs/demo.gin also transcribes held-out speech during training, which needs the text
+# tokenizer, a seqio vocabulary: that run imports seqio for its periodic evaluation.)
 GRAIN_RUN = """
 import sys
 from slm_jax import configuration
 import slm_jax.tools.train, slm_jax.train.loop
-configuration.parse(["runs/demo.gin"], ["DEMO_CACHE = '{root}'"])
+configuration.parse(["runs/demo_spiritlm.gin"], ["DEMO_CACHE = '{root}'"])
 from slm_jax.data.batch import HostShard
 from slm_jax.data.pipeline import factories
 from slm_jax.unified_vocab import UnifiedVocab
