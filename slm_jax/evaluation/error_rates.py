@@ -17,8 +17,7 @@ from typing import Sequence
 
 import jiwer
 
-from slm_jax.data.transcript import normalize_transcript
-from slm_jax.evaluation.wer import WordErrors, word_errors
+from slm_jax.evaluation.wer import WordErrors, normalized_pairs, word_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +43,7 @@ def char_errors(references: Sequence[str], hypotheses: Sequence[str]) -> CharErr
   Same rules as `word_errors`: an empty hypothesis deletes every reference character; an empty
   reference is an error.
   """
-  if len(references) != len(hypotheses):
-    raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-  refs = [normalize_transcript(r) for r in references]
-  hyps = [normalize_transcript(h) for h in hypotheses]
-  empty = [i for i, r in enumerate(refs) if not r]
-  if empty:
-    raise ValueError(f"reference transcripts {empty[:5]} are empty after normalization: "
-                     "drop those utterances from the evaluation set")
+  refs, hyps = normalized_pairs(references, hypotheses)
   scored = [i for i, h in enumerate(hyps) if h]
   s = d = ins = 0
   if scored:

@@ -30,12 +30,8 @@ class WordErrors:
             f"I {self.insertions} / {self.reference_words} words)")
 
 
-def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> WordErrors:
-  """Corpus-level word errors of `hypotheses` against `references` (one string per utterance).
-
-  An empty hypothesis counts every reference word as deleted; an empty reference is an error,
-  since it has no words to score against.
-  """
+def normalized_pairs(references: Sequence[str], hypotheses: Sequence[str]):
+  """Both sides in the corpus's normal form; an empty reference (nothing to score) is an error."""
   if len(references) != len(hypotheses):
     raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
   refs = [normalize_transcript(r) for r in references]
@@ -44,6 +40,16 @@ def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> WordErr
   if empty:
     raise ValueError(f"reference transcripts {empty[:5]} are empty after normalization: "
                      "drop those utterances from the evaluation set")
+  return refs, hyps
+
+
+def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> WordErrors:
+  """Corpus-level word errors of `hypotheses` against `references` (one string per utterance).
+
+  An empty hypothesis counts every reference word as deleted; an empty reference is an error,
+  since it has no words to score against.
+  """
+  refs, hyps = normalized_pairs(references, hypotheses)
   if not refs:
     return WordErrors(0, 0, 0, 0)
   # jiwer refuses empty hypotheses; score those as all-deletions ourselves.
