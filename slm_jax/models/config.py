@@ -54,6 +54,7 @@ class ModelConfig:
   init_std: float = 0.02
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
   asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
+                                      # (a Zipper's sits on its speech tower)
   # "shared": one decoder over the unified stream; "zipper": a text and a speech tower fused by
   # gated cross-attention (models/zipper.py), shaped by `zipper_text` / `zipper_speech` (the
   # layer/width fields above then do not apply) and `zipper_speech_specials` (specials that feed
@@ -79,9 +80,6 @@ class ModelConfig:
           raise ConfigError(f"ModelConfig.{name}: num_layers={t.num_layers} must be >= 1 and "
                             f"cross_every={t.cross_every} >= 0")
         self.tower(name.split("_")[1])    # validates heads and widths
-    if self.asr_ctc and self.architecture != "shared":
-      raise ConfigError("ModelConfig.asr_ctc (the auxiliary CTC head, models/ctc.py) needs "
-                        f"architecture='shared', not {self.architecture!r}")
     if self.num_heads % self.num_kv_heads:
       raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:

@@ -14,7 +14,8 @@ interleaved row, so ASR, TTS and interleaved rows are causal across the streams.
 
 Which tower's hidden state predicts the next token is the tower of the input position: `heads`
 selects per position between the two towers' heads (both over the unified vocabulary; the speech
-tower's also over speech channels 1..K-1). Parameter paths: `text/...`, `speech/...` (each laid
+tower's also over speech channels 1..K-1; the optional CTC head, `ModelConfig.asr_ctc`, is the
+speech tower's). Parameter paths: `text/...`, `speech/...` (each laid
 out like a shared-architecture model, so a tower restores from such a checkpoint and the text tower
 takes the Hugging Face warm start), `text_input/`, `speech_input/` (input MLPs), `text_cross/i/`,
 `speech_cross/i/` (the cross-attentions inside each tower).
@@ -122,6 +123,11 @@ class ZipperHeads:
     """Speech channels 1..K-1 come from the speech tower (the tower of speech positions)."""
     return self.speech.channel_logits(h.speech)
 
+  def ctc_logits(self, h: ZipperHidden):
+    """The auxiliary CTC head (models/ctc.py) reads the speech tower's hidden states; the loss
+    and CTC decoding take them at speech frames only, which the speech tower holds."""
+    return self.speech.ctc_logits(h.speech)
+
 
 @functools.lru_cache(maxsize=None)
 def fusion_plan(depths: tuple[int, int], every: tuple[int, int]):
@@ -173,6 +179,7 @@ class ZipperLM(nnx.Module):
     self.text = SpeechTextLM(tc, rngs=rngs)
     self.text.towers.speech_channels = None      # the text tower reads no speech frames
     self.text.heads.channel_kernel = None        # nor predicts speech channels
+    self.text.heads.ctc_kernel = None            # the CTC head reads speech frames: speech tower
     self.speech = SpeechTextLM(sc, rngs=rngs)
     self.text_input = InputMLP(tc, rngs=rngs) if cfg.zipper_text.input_mlp else None
     self.speech_input = InputMLP(sc, rngs=rngs) if cfg.zipper_speech.input_mlp else None

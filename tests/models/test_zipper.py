@@ -148,3 +148,35 @@ def test_loss_and_gradients_reach_both_towers_and_gates():
   assert norm(g["text_cross"][0]["gate"]) > 0 and norm(g["speech_cross"][0]["gate"]) > 0
   # at gate 0 nothing flows into the cross-attention projections yet (the gate multiplies them)
   assert norm(g["text_cross"][0]["query"]) == 0
+
+
+def test_ctc_head_sits_on_the_speech_tower():
+  """ModelConfig.asr_ctc on a Zipper: the head is the speech tower's and its loss is models/ctc.py's
+  over the speech tower's hidden states at the ASR row's speech frames; gradients reach it."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from slm_jax.models import ctc  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import BOS_ID, EOS_ID  # pylint: disable=import-outside-toplevel
+  model = build(tiny_zipper(asr_ctc=True))
+  v = model.cfg.vocab
+  assert model.text.heads.ctc_kernel is None
+  assert model.speech.heads.ctc_kernel.shape == (model.cfg.zipper_speech.embed_dim, v.text_size + 1)
+  sp, tx = v.speech_start, v.text_start
+  tokens = [BOS_ID, v.special_id("[ASR]"), v.special_id("[SPEECH]"), sp + 1, sp + 2, sp + 3, sp + 4,
+            v.special_id("[TEXT]"), tx + 5, tx + 7, EOS_ID] + [0] * 5
+  seg = [1] * 11 + [0] * 5
+  weights = np.zeros(16, np.float32)
+  weights[7:10] = 1.0
+  arr = lambda x, d=jnp.int32: jnp.asarray([x], d)  # noqa: E731
+  batch = {"tokens": arr(tokens), "segment_ids": arr(seg), "positions": arr(list(range(11)) + [0] * 5),
+           "targets": arr(tokens[1:] + [0]), "loss_weights": arr(weights, jnp.float32),
+           "speech_codes": jnp.zeros((1, 16, v.num_channels - 1), jnp.int32),
+           "target_speech_codes": jnp.zeros((1, 16, v.num_channels - 1), jnp.int32)}
+  hidden = _hidden(model, batch)
+  sums = ctc.asr_ctc_sums(model, hidden, batch)
+  logits = model.speech.heads.ctc_logits(hidden.speech[:, 3:7])       # the four speech frames
+  expected = optax.ctc_loss(logits, jnp.zeros((1, 4)), jnp.asarray([[6, 8]]), jnp.zeros((1, 2)))
+  np.testing.assert_allclose(float(sums["ctc"]), float(expected[0]), rtol=1e-5)
+  (loss, sums), grads = loss_and_grads(model, batch, asr_ctc_weight=1.0)
+  assert np.isfinite(loss) and float(sums["ctc_labels"]) == 2.0
+  g = grads.to_pure_dict() if hasattr(grads, "to_pure_dict") else nnx.to_pure_dict(grads)
+  assert float(jnp.abs(g["speech"]["heads"]["ctc_kernel"]).sum()) > 0
