@@ -35,11 +35,15 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str],
 
 def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens: int = 96,
                  slots: int = 8, num_examples: int = 5, engine=None, progress: bool = True,
-                 decoder: str = "attention", frames: Sequence | None = None) -> dict:
-  """Transcribes every utterance greedily and scores it (see the module docstring).
+                 decoder: str = "attention", frames: Sequence | None = None,
+                 ctc_weight: float = 0.5, beam_size: int = 4) -> dict:
+  """Transcribes every utterance and scores it (see the module docstring).
 
-  decoder: "attention" (the model writes the transcript token by token) or "ctc" (best path of
-  the auxiliary CTC head over the speech frames, inference/ctc_decoding.py).
+  decoder: "attention" (the model writes the transcript token by token, greedily), "ctc" (best
+  path of the auxiliary CTC head over the speech frames, inference/ctc_decoding.py) or "joint"
+  (beam search over the decoder's tokens scored by `ctc_weight` * CTC prefix score +
+  (1 - `ctc_weight`) * decoder log-probability, `beam_size` hypotheses,
+  inference/joint_decoding.py).
   frames: the utterances' speech frames when already encoded (else read and encoded here).
   """
   start = time.perf_counter()
@@ -48,16 +52,22 @@ def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens
   if decoder == "ctc":
     from slm_jax.inference.ctc_decoding import ctc_transcribe  # pylint: disable=import-outside-toplevel
     hyps = ctc_transcribe(session, frames, batch_size=slots)
+  elif decoder == "joint":
+    from slm_jax.inference.joint_decoding import joint_transcribe  # pylint: disable=import-outside-toplevel
+    hyps = joint_transcribe(session, frames, ctc_weight=ctc_weight, beam_size=beam_size,
+                            max_new_tokens=max_new_tokens, batch_size=slots)
   elif decoder == "attention":
     hyps = generation.transcribe(session, frames, max_new_tokens=max_new_tokens, slots=slots,
                                  engine=engine, progress=progress)
   else:
-    raise ValueError(f"decoder must be 'attention' or 'ctc', got {decoder!r}")
+    raise ValueError(f"decoder must be 'attention', 'ctc' or 'joint', got {decoder!r}")
   refs = [u.text for u in utterances]
   out = score_transcripts(refs, hyps, [u.speaker for u in utterances])
   out["examples"] = [{"id": u.id, "speaker": u.speaker, "reference": u.text, "hypothesis": h}
                      for u, h in list(zip(utterances, hyps))[:num_examples]]
   out["hypotheses"] = {u.id: h for u, h in zip(utterances, hyps)}
   out["decoder"] = decoder
+  if decoder == "joint":
+    out["ctc_weight"], out["beam_size"] = ctc_weight, beam_size
   out["seconds"] = round(time.perf_counter() - start, 2)
   return out
