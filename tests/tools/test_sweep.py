@@ -1,6 +1,8 @@
-"""slm-sweep: the grid, one job line per run, sequential runs (stubbed), the collected table."""
+"""slm-sweep: the grid, placeholders, setup steps, one job line per run, sequential runs (through a
+stand-in CLI), the collected table, the default Zipper grid."""
 import json
 import os
+import sys
 
 import pytest
 
@@ -11,11 +13,33 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.base_gin_files = ["runs/demo.gin"]
-  c.base_gin_params = ["DEMO_CACHE = '/c'"]
+  c.base_gin_params = ["DEMO_CACHE = '{corpus}/c'"]
   c.axes = {"arch": [{"name": "shared"}, {"name": "zipper", "gin_files": ["ablations/zipper.gin"]}],
             "every": [{"name": "x1"}, {"name": "x2", "gin_params": ["text/TowerConfig.cross_every = 2"]}]}
-  c.eval_args = ["--loss_cache", "/c"]
+  c.eval_args = ["--loss_cache", "{corpus}/c"]
+  c.setup = [{"name": "pre", "creates": "{root}/pre/done",
+              "commands": [["slm-train", "--workdir={root}/pre"], ["slm-export", "--out", "{root}/pre/done"]]}]
   return c
+'''
+
+# Stands in for slm-train / slm-export / slm-eval: prints what slm-train prints, writes what the
+# others write (eval.json of made-up metrics; the export's output folder), fails on request.
+FAKE_CLI = '''
+import json, os, sys
+prog, args = sys.argv[1], sys.argv[2:]
+if os.environ.get("FAKE_FAIL") == prog:
+  print("boom"); sys.exit(3)
+if prog == "slm-train":
+  print("slm-train: 1.25M parameters, mesh {}")
+elif prog == "slm-export":
+  os.makedirs(args[args.index("--out") + 1])
+elif prog == "slm-eval":
+  out = args[args.index("--out") + 1]
+  name = os.path.basename(os.path.dirname(out))
+  with open(out, "w") as f:
+    json.dump({"step": 10, "loss": {"demo": {"loss/ce": 1.5 + len(name) / 100}},
+               "asr": {"test": {"cer": 0.4, "wer": 0.6, "baseline": {"deranged_cer": 0.9}}},
+               "tts": {"test": {"wer": 0.7, "resynthesis": {"wer": 0.2}}}}, f)
 '''
 
 
@@ -25,58 +49,90 @@ def _config(tmp_path):
   return str(path)
 
 
-def test_grid_is_the_product_of_the_axes(tmp_path):
-  grid = sweep.runs(sweep.load_config(_config(tmp_path)))
+@pytest.fixture
+def fake_cli(tmp_path, monkeypatch):
+  script = tmp_path / "fake_cli.py"
+  script.write_text(FAKE_CLI)
+  calls = []
+
+  def executable(cmd):
+    calls.append(cmd[0])
+    return [sys.executable, str(script)] + cmd
+  monkeypatch.setattr(sweep, "executable", executable)
+  return calls
+
+
+def test_grid_is_the_product_of_the_axes_with_placeholders_expanded(tmp_path):
+  grid = sweep.runs(sweep.load_config(_config(tmp_path)), corpus="/data/corpus", root="/r")
   assert [r["name"] for r in grid] == ["shared-x1", "shared-x2", "zipper-x1", "zipper-x2"]
   z2 = grid[3]
   assert z2["gin_files"] == ["runs/demo.gin", "ablations/zipper.gin"]
-  assert z2["gin_params"] == ["DEMO_CACHE = '/c'", "text/TowerConfig.cross_every = 2"]
-  assert len(sweep.runs(sweep.default_config())) == 5
+  assert z2["gin_params"] == ["DEMO_CACHE = '/data/corpus/c'", "text/TowerConfig.cross_every = 2"]
+  steps = sweep.setup_steps(sweep.load_config(_config(tmp_path)), "/data/corpus", "/r")
+  assert steps[0]["creates"] == "/r/pre/done" and steps[0]["commands"][0][1] == "--workdir=/r/pre"
 
 
-def test_print_jobs_gives_one_line_per_run(tmp_path, capsys):
-  assert sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r"), "--print_jobs"]) == 0
+def test_the_default_grid_is_the_zipper_demo_sweep(tmp_path):
+  corpus = tmp_path / "corpus"
+  spec = corpus / "cache" / "demo_main" / "train" / "demo_asr"
+  spec.mkdir(parents=True)
+  (spec / "vocab_spec.json").write_text(json.dumps({"text_vocab_name": "sp:abc",
+                                                     "speech_tokenizer_name": "dmel:def"}))
+  config = sweep.load_config(None, str(corpus))          # configs/sweeps/zipper_demo.py
+  grid = sweep.runs(config, str(corpus), "/r")
+  assert [r["name"] for r in grid] == ["shared", "zipper", "zipper_x2", "zipper_x4",
+                                       "zipper_x4_text_lm", "zipper_x4_text_lm_frozen"]
+  for run in grid:
+    assert f"DEMO_CACHE = '{corpus}/cache/demo_main'" in run["gin_params"]
+    assert "UnifiedVocab.text_vocab_name = 'sp:abc'" in run["gin_params"]
+  frozen = grid[-1]
+  assert "ablations/zipper_frozen_text.gin" in frozen["gin_files"]
+  assert "WarmStart.text_checkpoint = '/r/text_lm/export'" in frozen["gin_params"]
+  (setup,) = sweep.setup_steps(config, str(corpus), "/r")
+  assert setup["creates"] == "/r/text_lm/export/export_info.json"
+  assert [c[0] for c in setup["commands"]] == ["slm-train", "slm-export"]
+
+
+def test_print_jobs_gives_one_line_per_run_and_setup(tmp_path, capsys):
+  assert sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r"),
+                     "--print_jobs"]) == 0
   lines = capsys.readouterr().out.strip().split("\n")
-  assert len(lines) == 4
-  assert "slm-train" in lines[3] and "--gin_file=ablations/zipper.gin" in lines[3]
-  assert "slm-eval --workdir" in lines[3] and "zipper-x2/eval.json" in lines[3]
+  assert len(lines) == 5 and "# setup" in lines[0]
+  assert "slm-train" in lines[4] and "--gin_file=ablations/zipper.gin" in lines[4]
+  assert "slm-eval --workdir" in lines[4] and "zipper-x2/eval.json" in lines[4]
 
 
-def test_runs_sequentially_skips_finished_and_tabulates(tmp_path, monkeypatch, capsys):
-  root = tmp_path / "r"
-  calls = []
-
-  class Done:
-    returncode = 0
-
-  def fake_run(cmd, check):
-    calls.append(cmd[0])
-    if cmd[0] == "slm-eval":
-      out = cmd[cmd.index("--out") + 1]
-      os.makedirs(os.path.dirname(out), exist_ok=True)
-      name = os.path.basename(os.path.dirname(out))
-      with open(out, "w") as f:
-        json.dump({"step": 10, "loss": {"demo": {"loss/ce": 1.5 + len(name) / 100}},
-                   "asr": {"test": {"cer": 0.4, "wer": 0.6, "baseline": {"deranged_cer": 0.9}}},
-                   "tts": {"test": {"wer": 0.7, "resynthesis": {"wer": 0.2}}}}, f)
-    return Done()
-
-  monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+def test_runs_sequentially_skips_finished_and_tabulates(tmp_path, fake_cli, capsys):
+  root, corpus = tmp_path / "r", tmp_path / "corpus"
+  corpus.mkdir()
   os.makedirs(root / "shared-x1")
   (root / "shared-x1" / "eval.json").write_text(json.dumps({"step": 5, "asr": {"test": {"cer": 0.3}}}))
-  assert sweep.main(["--config", _config(tmp_path), "--root", str(root)]) == 0
-  assert calls == ["slm-train", "slm-eval"] * 3          # the finished run is skipped
+  args = ["--config", _config(tmp_path), "--root", str(root), "--corpus", str(corpus)]
+  assert sweep.main(args) == 0
+  assert fake_cli == ["slm-train", "slm-export"] + ["slm-train", "slm-eval"] * 3
   rows = json.loads((root / "results.json").read_text())
   assert [r["run"] for r in rows] == ["shared-x1", "shared-x2", "zipper-x1", "zipper-x2"]
   assert rows[0]["asr/test/cer"] == 0.3 and rows[2]["tts/test/wer"] == 0.7
+  assert rows[2]["params_M"] == 1.25 and rows[2]["train_min"] >= 0.0
   assert "asr/test/baseline/deranged_cer" not in rows[2]
+  assert "1.25M parameters" in (root / "zipper-x2" / "train.log").read_text()
   table = (root / "results.md").read_text()
-  assert table.startswith("| run | step |") and "zipper-x2 | 10 |" in table
+  assert table.startswith("| run | step | params_M | train_min |") and "| zipper-x2 | 10 | 1.25 |" in table
+  fake_cli.clear()
+  assert sweep.main(args) == 0                                 # all done: nothing runs again
+  assert fake_cli == []
 
 
-def test_a_failed_run_is_a_clear_error(tmp_path, monkeypatch):
-  class Failed:
-    returncode = 1
-  monkeypatch.setattr(sweep.subprocess, "run", lambda cmd, check: Failed())
-  with pytest.raises(sweep.SweepError, match="shared-x1"):
-    sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r")])
+def test_a_failed_run_is_a_clear_error(tmp_path, fake_cli, monkeypatch):
+  monkeypatch.setenv("FAKE_FAIL", "slm-eval")
+  (tmp_path / "corpus").mkdir()
+  with pytest.raises(sweep.SweepError, match="shared-x1.*slm-eval"):
+    sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r"),
+                "--corpus", str(tmp_path / "corpus")])
+  assert "boom" in (tmp_path / "r" / "shared-x1" / "eval.log").read_text()
+
+
+def test_a_missing_corpus_is_a_clear_error(tmp_path):
+  with pytest.raises(sweep.SweepError, match="no demo corpus"):
+    sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r"),
+                "--corpus", str(tmp_path / "nowhere")])
