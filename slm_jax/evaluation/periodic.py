@@ -60,9 +60,12 @@ def _params(model):
 @gin.configurable
 def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples: int = 32,
                   speakers: Optional[Sequence[str]] = None, max_new_tokens: int = 64,
-                  slots: int = 8) -> Hook:
+                  slots: int = 8, joint_ctc_weight: Optional[float] = None,
+                  joint_beam_size: int = 4) -> Hook:
   """CER / WER (and the deranged baseline) of greedy transcripts of a manifest's first
-  `max_examples` utterances (optionally only speakers containing one of `speakers`)."""
+  `max_examples` utterances (optionally only speakers containing one of `speakers`).
+  With a CTC head: the head's transcripts too, and with `joint_ctc_weight` set, joint
+  CTC/attention beam search's (`asr/<name>/joint_cer`; a few greedy decodes' time)."""
   cache: dict = {}
 
   def hook(model, vocab, step):
@@ -86,6 +89,12 @@ def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples
       from slm_jax.inference.ctc_decoding import ctc_transcribe  # pylint: disable=import-outside-toplevel
       c = asr_eval.score_transcripts(refs, ctc_transcribe(session, cache["frames"], batch_size=slots))
       out.update({f"asr/{name}/ctc_cer": c["cer"], f"asr/{name}/ctc_wer": c["wer"]})
+      if joint_ctc_weight is not None:
+        from slm_jax.inference.joint_decoding import joint_transcribe  # pylint: disable=import-outside-toplevel
+        j = asr_eval.score_transcripts(refs, joint_transcribe(
+            session, cache["frames"], ctc_weight=joint_ctc_weight, beam_size=joint_beam_size,
+            max_new_tokens=max_new_tokens, batch_size=slots))
+        out.update({f"asr/{name}/joint_cer": j["cer"], f"asr/{name}/joint_wer": j["wer"]})
     return out
 
   return hook

@@ -73,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--tts_max_new_tokens", type=int, default=None,
                  help="TTS: speech frames per answer (default: from the sentence's length)")
   p.add_argument("--slots", type=int, default=8, help="requests decoded together")
+  p.add_argument("--ctc_weight", type=float, action="append", default=None, metavar="LAMBDA",
+                 help="ASR with a CTC head: joint CTC/attention decoding's CTC weight in [0, 1] "
+                 "(reported as NAME/joint; repeat for several, e.g. NAME/joint0.3; default 0.5)")
+  p.add_argument("--beam_size", type=int, default=4, help="ASR: joint decoding's beam size")
+  p.add_argument("--no_joint", action="store_true",
+                 help="ASR: skip joint CTC/attention decoding (it is slower than greedy)")
   p.add_argument("--out", default=None, help="results JSON")
   p.add_argument("--tensorboard", default=None, help="TensorBoard log folder for the scalars")
   p.add_argument("--no_progress", action="store_true")
@@ -101,6 +107,10 @@ def _check_inputs(args) -> None:
     raise EvalArgsError("give one of --tts_texts or --tts_manifest")
   if args.workdir and not os.path.isdir(args.workdir):
     raise EvalArgsError(f"--workdir {args.workdir!r} does not exist")
+  if any(not 0.0 <= w <= 1.0 for w in args.ctc_weight or ()):
+    raise EvalArgsError(f"--ctc_weight must be in [0, 1], got {args.ctc_weight}")
+  if args.beam_size < 1:
+    raise EvalArgsError(f"--beam_size must be >= 1, got {args.beam_size}")
   if args.max_examples is not None and args.max_examples < 1:
     raise EvalArgsError(f"--max_examples must be >= 1, got {args.max_examples}")
   for spec in args.asr_manifest:
@@ -201,6 +211,12 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
       if getattr(session.model.cfg, "asr_ctc", False):    # the CTC head's view as well
         results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
             session, utts, slots=args.slots, decoder="ctc", frames=frames)
+        weights = args.ctc_weight or [0.5]
+        for w in ([] if args.no_joint else weights):    # joint CTC/attention beam search
+          key = f"{name}/joint" if len(weights) == 1 else f"{name}/joint{w:g}"
+          results["asr"][key] = asr_eval.evaluate_asr(
+              session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,
+              decoder="joint", frames=frames, ctc_weight=w, beam_size=args.beam_size)
   if inputs["tts"]:
     name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")

@@ -128,3 +128,15 @@ def test_evaluate_asr_with_the_joint_decoder(forced_head):
                             beam_size=2, max_new_tokens=8, slots=2, progress=False)
   assert r["decoder"] == "joint" and r["ctc_weight"] == 0.7 and r["beam_size"] == 2
   assert r["cer"] == 0.0 and r["hypotheses"]["u2"] == "7 2 2 4"
+
+
+@pytest.mark.parametrize("flags, message", [(["--ctc_weight", "1.5"], "ctc_weight"),
+                                            (["--beam_size", "0"], "beam_size")])
+def test_slm_eval_refuses_bad_joint_flags(tmp_path, flags, message):
+  from slm_jax.tools import evaluate  # pylint: disable=import-outside-toplevel
+  manifest = tmp_path / "m.jsonl"
+  manifest.write_text("")
+  args = evaluate.parse_args(["--checkpoint", str(tmp_path), "--asr_manifest", str(manifest)]
+                             + flags)
+  with pytest.raises(evaluate.EvalArgsError, match=message):
+    evaluate._check_inputs(args)    # pylint: disable=protected-access
