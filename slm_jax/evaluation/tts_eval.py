@@ -47,13 +47,13 @@ def _rates(refs, hyps) -> dict:
 
 def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional[str], *,
                  transcribe: Optional[Transcribe] = None, slots: int = 8,
-                 max_new_tokens: Optional[int] = None, seconds_per_word: float = 0.6,
+                 max_new_tokens: Optional[int] = None, seconds_per_word: float = 0.45,
                  num_examples: int = 5, engine=None, progress: bool = True) -> dict:
   """Loopback WER / CER of the model's speech for `utterances` (see the module docstring).
 
   transcribe(audio, sample_rate) -> text; None: pocketsphinx, and when it is missing the result
   says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of
-  speech frames; None: `seconds_per_word` per word plus 1.5 s.
+  speech frames; None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`).
   """
   start = time.perf_counter()
   texts = [u.text for u in utterances]
