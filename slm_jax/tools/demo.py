@@ -237,7 +237,8 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
       return json.load(open(out))
     examples = []
     for name, what in (("flite_test", "held-out flite recording"), ("real", "real recording")):
-      for suffix, how in (("", "decoder"), ("/ctc", "CTC head")):
+      for suffix, how in (("", "decoder"), ("/ctc", "CTC head"),
+                          ("/joint", "joint CTC/attention")):
         for ex in results.get("asr", {}).get(name + suffix, {}).get("examples", [])[:1]:
           examples.append({"what": f"ASR of a {what} ({how})", "audio": ex.get("id"),
                            "speaker": ex.get("speaker"), "reference": ex.get("reference"),
@@ -282,7 +283,9 @@ def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results
       lines.append(f"| {task} | {_fmt(m.get('loss/ce'), False)} | "
                    f"{_fmt(m.get('loss/text_ce'), False)} | "
                    f"{_fmt(m.get('loss/speech_ce'), False)} |")
-  lines += ["", "## ASR (greedy transcripts of held-out speech)", "",
+  lines += ["", "## ASR of held-out speech", "",
+            "NAME: the decoder's greedy transcripts; NAME/ctc: best path of the CTC head; "
+            "NAME/joint: beam search over the decoder and the CTC prefix score together.", "",
             "| set | utterances | CER | WER | no-learning baseline: CER / WER against other "
             "utterances' references |", "|---|---|---|---|---|"]
   for name, asr in sorted(results.get("asr", {}).items()):
