@@ -42,7 +42,7 @@ demo-long: apt $(STAMP)
 
 # The whole CPU suite (430 tests, about 15 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not gpu and not tpu" $(TEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
 # Without the tests marked slow.
 test-fast: apt $(STAMP)
