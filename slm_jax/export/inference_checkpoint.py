@@ -98,7 +98,7 @@ def _unflatten(flat: dict) -> dict:
 
 
 def _name(keys) -> str:
-  return "/".join(keys)
+  return "/".join(map(str, keys))
 
 
 # -- the model's parameters: shapes and logical axes ----------------------------------------------
@@ -295,7 +295,15 @@ def _restore_tree(path: str, target: dict) -> dict:
 def _saved_metadata(path: str) -> dict:
   meta = ocp.PyTreeCheckpointer().metadata(path)
   tree = getattr(meta, "item_metadata", meta)
-  return getattr(tree, "tree", tree)
+  return _int_keys(getattr(tree, "tree", tree))
+
+
+def _int_keys(tree):
+  """Orbax stores list indices (nnx.List, e.g. a Zipper's cross-attentions) as "0", "1", ...; the
+  model's state names them 0, 1, ..."""
+  if not isinstance(tree, dict) and not hasattr(tree, "items"):
+    return tree
+  return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in tree.items()}
 
 
 # -- export ---------------------------------------------------------------------------------------
