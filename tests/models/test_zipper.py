@@ -180,3 +180,36 @@ def test_ctc_head_sits_on_the_speech_tower():
   assert np.isfinite(loss) and float(sums["ctc_labels"]) == 2.0
   g = grads.to_pure_dict() if hasattr(grads, "to_pure_dict") else nnx.to_pure_dict(grads)
   assert float(jnp.abs(g["speech"]["heads"]["ctc_kernel"]).sum()) > 0
+
+
+def test_a_zipper_training_checkpoint_exports_and_loads(tmp_path):
+  """slm-export / slm-eval --workdir on a Zipper run: the cross-attentions' list indices in the
+  parameter paths (text_cross/0/...) survive the training checkpoint, the export and the load."""
+  import os  # pylint: disable=import-outside-toplevel
+  from slm_jax import configuration, sharding  # pylint: disable=import-outside-toplevel
+  from slm_jax.export import inference_checkpoint as ic  # pylint: disable=import-outside-toplevel
+  from slm_jax.models import build as build_lib  # pylint: disable=import-outside-toplevel
+  from slm_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from slm_jax.train import loop  # pylint: disable=import-outside-toplevel
+  shape = ["num_layers=2", "embed_dim=32", "num_heads=4", "num_kv_heads=2", "head_dim=8",
+           "mlp_dim=64", "cross_every=1"]
+  configuration.parse(["ablations/zipper.gin"], [
+      "ModelConfig.vocab_pad_multiple=8", "ModelConfig.attention_impl='xla'",
+      "UnifiedVocab.text_size=64", "UnifiedVocab.speech_codebook_sizes=(32, 16)",
+      "ModelConfig.asr_ctc=True"] + [f"{t}/TowerConfig.{b}" for t in ("text", "speech")
+                                     for b in shape], finalize=False)
+  cfg = build_lib.config_from_gin()
+  workdir = str(tmp_path / "run")
+  run = loop.TrainRun(cfg, mesh=sharding.make_mesh({"fsdp": 1}, devices=jax.devices()[:1]))
+  state = run.init_state()
+  configuration.write_operative_config(workdir)
+  cfg.vocab.save(workdir)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                               ckpt_lib.CheckpointOptions(save_every=1, async_save=False))
+  ckpt.save(1, state, {"step": 0}, cfg.vocab)
+  ckpt.close()
+  ic.export_inference_checkpoint(workdir, str(tmp_path / "export"))
+  model, _, _ = ic.load_inference_checkpoint(str(tmp_path / "export"))
+  assert type(model).__name__ == "ZipperLM" and len(model.text_cross) == 2
+  saved = jax.device_get(state.params)["speech_cross"][1]["query"]["kernel"]
+  np.testing.assert_array_equal(np.asarray(model.speech_cross[1].query.kernel[...]), np.asarray(saved))
