@@ -90,14 +90,16 @@ def get_config(corpus="data/demo_corpus"):
            "--speech_tokenizer", "{corpus}/tokenizers/dmel50x4"],
       ]}]
   # 64 held-out utterances (decoder and CTC transcripts), the validation cache's losses per task,
-  # the 64 pairs of each pairwise set; no TTS loopback (minutes per run at this budget, and these models
-  # do not yet speak intelligibly: docs/ablations.md).
+  # the 64 pairs of each pairwise set. No TTS loopback (minutes per run at this budget, and these
+  # models do not yet speak intelligibly: docs/ablations.md), no joint CTC/attention decoding (a
+  # beam search; it does not take a Zipper yet).
   c.eval_args = ["--text_tokenizer", "{corpus}/tokenizers/spm512.model",
                  "--speech_tokenizer", "{corpus}/tokenizers/dmel50x4",
                  "--asr_manifest", "test={corpus}/manifest_test.jsonl", "--max_examples", "64",
                  "--max_new_tokens", "48",
                  "--loss_cache", "{corpus}/cache/demo_main",
-                 "--pairwise_dir", "{corpus}/pairwise", "--pairwise_normalize"]
+                 "--pairwise_dir", "{corpus}/pairwise", "--pairwise_normalize",
+                 "--no_joint"]
   c.columns = [
       "loss/demo_asr/loss/text_ce", "loss/demo_tts/loss/speech_ce", "loss/demo_text_lm/loss/text_ce",
       "asr/test/cer", "asr/test/ctc/cer", "pairwise/syntax/text/accuracy",

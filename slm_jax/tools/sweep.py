@@ -25,7 +25,8 @@ data/demo_corpus, where `make demo` builds it) and `{root}` the sweep folder.
 
 Each run trains in ROOT/NAME (`slm-train`), then `slm-eval --workdir ROOT/NAME ... --out
 ROOT/NAME/eval.json`; each command's output is also kept in ROOT/NAME/<train|eval>.log. A run
-whose eval.json exists is skipped (rerunning resumes a sweep). The table (ROOT/results.md and
+whose eval.json exists is skipped, one whose training finished (ROOT/NAME/sweep_time.json) is only
+evaluated: rerunning resumes a sweep. The table (ROOT/results.md and
 ROOT/results.json) has one row per run: its parameter count, training minutes and the final
 metrics (losses, ASR CER / WER, TTS loopback WER, pairwise accuracies) as slm-eval reported them.
 """
@@ -239,9 +240,10 @@ def main(argv=None) -> int:
         print(f"{PROG}: {run['name']}: done before, skipped", file=sys.stderr)
         continue
       train_cmd, eval_cmd = commands(run, root, eval_args)
-      t0 = time.time()
-      execute(train_cmd, workdir, f"run {run['name']}")
-      atomic_write(os.path.join(workdir, TIME_FILE), json.dumps({"train_s": time.time() - t0}))
+      if not os.path.exists(os.path.join(workdir, TIME_FILE)):    # else trained before
+        t0 = time.time()
+        execute(train_cmd, workdir, f"run {run['name']}")
+        atomic_write(os.path.join(workdir, TIME_FILE), json.dumps({"train_s": time.time() - t0}))
       execute(eval_cmd, workdir, f"run {run['name']}")
   rows, columns = collect(root, [r["name"] for r in grid], config.get("columns", None))
   table = markdown(rows, columns)

@@ -123,13 +123,18 @@ def test_runs_sequentially_skips_finished_and_tabulates(tmp_path, fake_cli, caps
   assert fake_cli == []
 
 
-def test_a_failed_run_is_a_clear_error(tmp_path, fake_cli, monkeypatch):
+def test_a_failed_run_is_a_clear_error_and_a_rerun_only_evaluates_it(tmp_path, fake_cli, monkeypatch):
   monkeypatch.setenv("FAKE_FAIL", "slm-eval")
   (tmp_path / "corpus").mkdir()
+  args = ["--config", _config(tmp_path), "--root", str(tmp_path / "r"),
+          "--corpus", str(tmp_path / "corpus")]
   with pytest.raises(sweep.SweepError, match="shared-x1.*slm-eval"):
-    sweep.main(["--config", _config(tmp_path), "--root", str(tmp_path / "r"),
-                "--corpus", str(tmp_path / "corpus")])
+    sweep.main(args)
   assert "boom" in (tmp_path / "r" / "shared-x1" / "eval.log").read_text()
+  monkeypatch.delenv("FAKE_FAIL")
+  fake_cli.clear()
+  assert sweep.main(args) == 0          # setup done, shared-x1 trained: only its evaluation runs
+  assert fake_cli == ["slm-eval"] + ["slm-train", "slm-eval"] * 3
 
 
 def test_a_missing_corpus_is_a_clear_error(tmp_path):
