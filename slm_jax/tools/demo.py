@@ -92,7 +92,8 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
 
 
 # -- 1-3: data ----------------------------------------------------------------------------------
-def prepare_data(corpus_dir: str, miniature: bool, timings: dict) -> list[str]:
+def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
+                 sentences: int = 3000) -> list[str]:
   """Corpus, tokenizers and caches; returns the gin bindings that point training at them."""
   with Stage("corpus", timings):
     if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
@@ -100,7 +101,7 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict) -> list[str]:
       # the transcripts, so the decoder gains less from recalling training sentences and more
       # from listening (the four voices still alternate across sentences).
       size = ["--max_sentences", "150", "--voices_per_sentence", "1"] if miniature else [
-          "--max_sentences", "3000", "--voices_per_sentence", "1"]
+          "--max_sentences", str(sentences), "--voices_per_sentence", "1"]
       _run("building the demo corpus", "slm_jax.tools.data",
            ["build-demo", "--out", corpus_dir, "--voices", VOICES, "--quiet"] + size)
     else:
@@ -406,6 +407,9 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--corpus_dir", default="data/demo_corpus",
                  help="where the demo corpus, its tokenizers and caches live")
+  p.add_argument("--sentences", type=int, default=3000,
+                 help="fortunes sentences in a new corpus, one flite reading each (make demo-long: "
+                      "8000, in its own corpus_dir)")
   p.add_argument("--miniature", action="store_true",
                  help="the whole pipeline at toy size (a check, not a model)")
   p.add_argument("--synthetic", action="store_true",
@@ -421,7 +425,7 @@ def main(argv=None) -> int:
     result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
     train_summary(workdir, result, timings["train"] / 60)
     return 0
-  bindings = prepare_data(corpus_dir, args.miniature, timings)
+  bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences)
   extra = (MINIATURE_BINDINGS if args.miniature else []) + args.gin_param
   result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
   train_summary(workdir, result, timings["train"] / 60)
