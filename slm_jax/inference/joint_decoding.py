@@ -201,6 +201,10 @@ def joint_decode_ids(model, frames_list: Sequence[np.ndarray], *, ctc_weight: fl
   if not getattr(model.cfg, "asr_ctc", False):
     raise NoCtcHeadError("joint decoding needs the CTC head (ModelConfig.asr_ctc); this model "
                          "was trained without one: use the decoder alone")
+  if getattr(model.cfg, "architecture", "shared") != "shared":
+    raise JointDecodingError(
+        f"joint CTC/attention decoding runs the shared decoder; this model is a "
+        f"{model.cfg.architecture!r} model: transcribe it with the decoder or the CTC head")
   graphdef, params = nnx.split(model)
   search = _search_fn(graphdef, int(beam_size), float(ctc_weight), int(max_new_tokens))
   built = [prompts.asr(vocab, f) for f in frames_list]

@@ -119,6 +119,13 @@ def test_bad_settings_and_models_without_a_ctc_head_are_refused():
     joint_decoding.joint_decode_ids(_Session(asr_ctc=False).model, _frames([3]))
 
 
+def test_a_zipper_model_is_refused_with_a_clear_error():
+  from zipper_testing import tiny_zipper  # pylint: disable=import-outside-toplevel
+  model = make(tiny_zipper(asr_ctc=True))
+  with pytest.raises(joint_decoding.JointDecodingError, match="zipper"):
+    joint_decoding.joint_decode_ids(model, _frames([3]))
+
+
 def test_evaluate_asr_with_the_joint_decoder(forced_head):
   session = _Session()
   frames = _frames([3, 7, 12])
