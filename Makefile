@@ -36,7 +36,7 @@ $(STAMP): setup.py | apt
 demo: apt $(STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
-# The same recipe trained 3x longer on a corpus of 8,000 sentences (about an hour on 2 cores).
+# The same recipe trained 2x longer on a corpus of 8,000 sentences (about 45 minutes on 2 cores).
 demo-long: apt $(STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
 	  --corpus_dir=data/demo_corpus_long --sentences=8000
