@@ -6,7 +6,9 @@
 Shared: 6 layers x 256 (configs/models/demo.gin's shape); Zipper: configs/ablations/zipper.gin's
 towers (4 + 4 layers x 192, cross-attention after every layer, `--cross_every` to change).
 Rows mix ASR / TTS-like spans (both towers busy). Prints the parameter counts, the median
-train-step time (AdamW, jitted, after warm-up), the compiled step's peak memory
+train-step time (AdamW, jitted, after warm-up; the two models' steps alternate, and the ratio is
+the median of the per-round ratios, so that other load on the machine reaches both alike), the
+compiled step's peak memory
 (memory_analysis: arguments + outputs + temporaries), and greedy decode tokens/s of the engine.
 """
 from __future__ import annotations
@@ -65,7 +67,8 @@ def batch(vocab, b, l, seed=0):
           "target_speech_codes": codes[:, 1:]}
 
 
-def train_step(cfg, data, steps):
+def train_step(cfg, data):
+  """(parameter count, a function running one step and returning its seconds, peak bytes, model)."""
   model = build(cfg)
   graphdef, params = nnx.split(model, nnx.Param)
   params = params.to_pure_dict()
@@ -75,20 +78,21 @@ def train_step(cfg, data, steps):
   step = make_train_step(graphdef, tx, schedule, opt_lib.trainable_mask(params, ()),
                          vocab=cfg.vocab, loss_options=loss_lib.LossOptions())
   zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
-  state = TrainState(params, tx.init(params), zero(), jax.random.PRNGKey(0), zero(), zero())
+  state = [TrainState(params, tx.init(params), zero(), jax.random.PRNGKey(0), zero(), zero())]
   data = {k: jnp.asarray(v) for k, v in data.items()}
-  compiled = jax.jit(step).lower(state, data).compile()
+  compiled = jax.jit(step).lower(state[0], data).compile()
   mem = compiled.memory_analysis()
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
           - mem.alias_size_in_bytes) if mem is not None else float("nan")
-  times = []
-  for i in range(steps + 1):
+
+  def run():
     t = time.perf_counter()
-    state, metrics = compiled(state, data)
+    state[0], metrics = compiled(state[0], data)
     jax.block_until_ready(metrics["loss"])
-    if i:
-      times.append(time.perf_counter() - t)
-  return param_count(model), statistics.median(times), peak, model
+    return time.perf_counter() - t
+
+  run()                                                     # warm-up
+  return param_count(model), run, peak, model
 
 
 def decode(model, slots, prompt_len, new_tokens):
@@ -128,16 +132,25 @@ def main():
   print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, jax "
         f"{jax.__version__} {jax.default_backend()}; batch {args.batch} x {args.seq}, "
         f"attention {args.impl}, cross_every {args.cross_every}")
-  results = {}
+  steps, results = {}, {}
   for name, cfg in configs(args.cross_every, args.impl).items():
-    n, step_s, peak, model = train_step(cfg, batch(cfg.vocab, args.batch, args.seq), args.steps)
+    n, run, peak, model = train_step(cfg, batch(cfg.vocab, args.batch, args.seq))
+    steps[name], results[name] = run, (n, peak, model)
+  # The steps alternate between the models, so that load from other jobs on the machine reaches
+  # both alike; the ratio is the median of the per-round ratios.
+  times = {name: [] for name in steps}
+  for _ in range(args.steps):
+    for name, run in steps.items():
+      times[name].append(run())
+  for name, (n, peak, model) in results.items():
     tps = None if args.skip_decode else decode(model, args.slots, 32, args.new_tokens)
-    results[name] = (n, step_s, peak, tps)
-    print(f"{name:7s} params {n / 1e6:6.2f}M  step {step_s * 1e3:8.1f} ms  "
+    results[name] = (n, statistics.median(times[name]), peak, tps)
+    print(f"{name:7s} params {n / 1e6:6.2f}M  step {results[name][1] * 1e3:8.1f} ms  "
           f"peak {peak / 2**20:8.1f} MiB" + ("" if tps is None else f"  decode {tps:7.1f} tok/s"))
-  (n0, s0, m0, d0), (n1, s1, m1, d1) = results["shared"], results["zipper"]
-  print(f"zipper / shared: params {n1 / n0:.2f}x  step {s1 / s0:.2f}x  peak {m1 / m0:.2f}x" +
-        ("" if d0 is None else f"  decode {d1 / d0:.2f}x"))
+  (n0, _, m0, d0), (n1, _, m1, d1) = results["shared"], results["zipper"]
+  ratio = statistics.median(z / s for s, z in zip(times["shared"], times["zipper"]))
+  print(f"zipper / shared: params {n1 / n0:.2f}x  step {ratio:.2f}x (median of {args.steps} "
+        f"alternating rounds)  peak {m1 / m0:.2f}x" + ("" if d0 is None else f"  decode {d1 / d0:.2f}x"))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ takes the Hugging Face warm start), `text_input/`, `speech_input/` (input MLPs),
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.struct
 import jax
@@ -169,6 +170,49 @@ def fusion_plan(depths: tuple[int, int], every: tuple[int, int]):
   return tuple(plan), needed
 
 
+@functools.lru_cache(maxsize=None)
+def fusion_periods(depths: tuple[int, int], every: tuple[int, int]) -> int:
+  """How many identical periods the fusion plan splits into (1: none), each running depth / P
+  layers of each tower and its crosses; training scans over the periods, so the step is a loop
+  (as the shared model's layer scan is) rather than one straight-line program per layer.
+
+  A period's plan is `fusion_plan(depths // P, every)`: its crosses shifted by whole periods must
+  be exactly the full plan's, and none may read a tower's state at the start of the period (the
+  carry is the state after the previous period's last crosses, not the one before them)."""
+  counts = [n // k if k else 0 for n, k in zip(depths, every)]
+  full = {op[1:] for op in fusion_plan(depths, every)[0] if op[0] == "cross"}
+  g = math.gcd(*depths, *counts)
+  for p in range(g, 1, -1):
+    if g % p:
+      continue
+    sub = tuple(n // p for n in depths)
+    plan, needed = fusion_plan(sub, every)
+    crosses = [op[1:] for op in plan if op[0] == "cross"]
+    per = {t: sum(1 for c in crosses if c[0] == t) for t in TOWERS}
+    shifted = {(t, c + m * per[t], src + m * sub[1 - TOWERS.index(t)])
+               for m in range(p) for t, c, src in crosses}
+    if shifted == full and all(0 not in needed[t] for t in TOWERS):
+      return p
+  return 1
+
+
+def run_plan(plan, needed, h: dict, layers, cross) -> dict:
+  """Executes a fusion plan from the towers' states `h`: `layers(t, i, j, x)` runs layers [i, j)
+  of tower t, `cross(t, c, x, source)` its c-th cross-attention over the other tower's state."""
+  h = dict(h)
+  saved = {t: ({0: h[t]} if 0 in needed[t] else {}) for t in TOWERS}
+  for op in plan:
+    if op[0] == "run":
+      _, t, i, j = op
+      h[t] = layers(t, i, j, h[t])
+      if j in needed[t]:
+        saved[t][j] = h[t]
+    else:
+      _, t, c, src = op
+      h[t] = cross(t, c, h[t], saved[other(t)][src])
+  return h
+
+
 class ZipperLM(nnx.Module):
   """The Zipper speech-text LM (see the module docstring). `__call__` returns a `ZipperHidden`;
   `heads.logits` / `heads.channel_logits` take it like the shared model's hidden states."""
@@ -223,18 +267,7 @@ class ZipperLM(nnx.Module):
     return x_BLD if mlp is None else mlp(x_BLD)
 
   def _fuse(self, tokens_BL, s: ZipperStreams, speech_codes_BLK, runner) -> ZipperHidden:
-    h = {t: self._embed(t, tokens_BL, s, speech_codes_BLK) for t in TOWERS}
-    plan, needed = fusion_plan(self.depths(), self.every())
-    saved = {t: ({0: h[t]} if 0 in needed[t] else {}) for t in TOWERS}
-    for op in plan:
-      if op[0] == "run":
-        _, t, i, j = op
-        h[t] = runner.layers(t, i, j, h[t])
-        if j in needed[t]:
-          saved[t][j] = h[t]
-      else:
-        _, t, c, src = op
-        h[t] = runner.cross(t, c, h[t], saved[other(t)][src])
+    h = runner.run({t: self._embed(t, tokens_BL, s, speech_codes_BLK) for t in TOWERS})
     final = {t: constrain(self.tower(t).final_norm(h[t]), ("batch", "length", "act_embed"))
              for t in TOWERS}
     return ZipperHidden(final["text"], final["speech"], s.speech_BL)
@@ -270,10 +303,9 @@ class ZipperLM(nnx.Module):
     return self.heads.logits(h), self.heads.channel_logits(h)
 
 
-def _run_layers(blocks, cfg: ModelConfig, i: int, j: int, x_BLD, xs_extra, apply):
-  """Layers [i, j) of a stacked block stack: scanned or unrolled, under the remat policy.
-  `apply(block, x, extra) -> (x, out)`; `xs_extra` are per-layer inputs sliced alike."""
-  graphdef, stacked = nnx.split(blocks)
+def _run_layers(graphdef, stacked, cfg: ModelConfig, i: int, j: int, x_BLD, xs_extra, apply):
+  """Layers [i, j) of a stacked block stack (`nnx.split` of it): scanned or unrolled, under the
+  remat policy. `apply(block, x, extra) -> (x, out)`; `xs_extra` are per-layer inputs sliced alike."""
   part = jax.tree.map(lambda a: a[i:j], stacked)
 
   def layer(x, inputs):
@@ -292,21 +324,54 @@ def _run_layers(blocks, cfg: ModelConfig, i: int, j: int, x_BLD, xs_extra, apply
 
 
 class _Layers:
-  """Training / full-recomputation work of the fusion plan."""
+  """Training / full-recomputation work of the fusion plan. With `scan_layers`, a plan that splits
+  into periods (`fusion_periods`) runs as a scan over them: the parameters of each period's layers
+  and cross-attentions are the scan's inputs (cross-attentions stacked here, as the layers are)."""
 
   def __init__(self, model: ZipperLM, s: ZipperStreams):
     self.model, self.s = model, s
 
-  def layers(self, t, i, j, x_BLD):
+  def run(self, h: dict) -> dict:
+    model = self.model
+    depths, every = model.depths(), model.every()
+    periods = fusion_periods(depths, every) if model.cfg.scan_layers else 1
+    plan, needed = fusion_plan(tuple(n // periods for n in depths), every)
+    blocks = {t: nnx.split(model.tower(t).decoder.blocks) for t in TOWERS}
+    crosses = {t: self._stacked_crosses(t) for t in TOWERS}
+    if periods == 1:
+      return run_plan(plan, needed, h, lambda t, i, j, x: self.layers(t, blocks[t], i, j, x),
+                      lambda t, c, x, src: self.cross(t, crosses[t], c, x, src))
+    per_period = lambda a: a.reshape(periods, a.shape[0] // periods, *a.shape[1:])  # noqa: E731
+    xs = {t: (jax.tree.map(per_period, blocks[t][1]),
+              None if crosses[t] is None else jax.tree.map(per_period, crosses[t][1]))
+          for t in TOWERS}
+
+    def period(h, xs):
+      return run_plan(plan, needed, h,
+                      lambda t, i, j, x: self.layers(t, (blocks[t][0], xs[t][0]), i, j, x),
+                      lambda t, c, x, src: self.cross(t, (crosses[t][0], xs[t][1]), c, x, src)
+                      ), None
+    return jax.lax.scan(period, h, xs)[0]
+
+  def _stacked_crosses(self, t):
+    """(graphdef, state with a leading cross axis) of tower t's cross-attentions, or None."""
+    mods = self.model.cross(t)
+    if not len(mods):
+      return None
+    split = [nnx.split(m) for m in mods]
+    return split[0][0], jax.tree.map(lambda *a: jnp.stack(a), *[st for _, st in split])
+
+  def layers(self, t, blocks, i, j, x_BLD):
     lm, s = self.model.tower(t), self.s
     seg, pos = s.segment_ids(t), s.positions(t)
-    x_BLD, _ = _run_layers(lm.decoder.blocks, lm.cfg, i, j, x_BLD, None,
+    x_BLD, _ = _run_layers(*blocks, lm.cfg, i, j, x_BLD, None,
                            lambda block, x, _: (block(x, seg, pos), None))
     return x_BLD
 
-  def cross(self, t, c, x_BLD, source_BLD):
+  def cross(self, t, crosses, c, x_BLD, source_BLD):
     s, o = self.s, other(t)
-    graphdef, state = nnx.split(self.model.cross(t)[c])
+    graphdef, stacked = crosses
+    state = jax.tree.map(lambda a: a[c], stacked)
 
     def apply(state, x_BLD, source_BLD):   # under the decoder's remat policy, like a layer
       mod = nnx.merge(graphdef, state)
@@ -327,6 +392,11 @@ class _CachedLayers:
     self.new_kv = {t: [] for t in TOWERS}
     self.cross_kv = dict(cache.cross)
 
+  def run(self, h: dict) -> dict:
+    """The whole plan, unrolled (a generation step is short; its caches are sliced per layer)."""
+    plan, needed = fusion_plan(self.model.depths(), self.model.every())
+    return run_plan(plan, needed, h, self.layers, self.cross)
+
   def layers(self, t, i, j, x_BLD):
     lm, s, cache = self.model.tower(t), self.s, self.cache
     mine_BS = cache.speech_BS if t == "speech" else ~cache.speech_BS
@@ -343,7 +413,7 @@ class _CachedLayers:
       view = LayerView(extra[0], extra[1], kv_seg_BS, cache.stream_BS, self.empty)
       return block(x, seg, pos, view)
 
-    x_BLD, new = _run_layers(lm.decoder.blocks, lm.cfg, i, j, x_BLD, kv, apply)
+    x_BLD, new = _run_layers(*nnx.split(lm.decoder.blocks), lm.cfg, i, j, x_BLD, kv, apply)
     self.new_kv[t].append(new)
     return x_BLD
 

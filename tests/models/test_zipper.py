@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from model_testing import loss_and_grads
+from model_testing import copy_params, flat, loss_and_grads
 from slm_jax.configuration import ConfigError
 from slm_jax.data.zipper_streams import zipper_streams
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.zipper import fusion_plan
+from slm_jax.models.zipper import fusion_periods, fusion_plan
 from zipper_testing import randomize, tiny_zipper, zipper_batch
 
 
@@ -55,6 +55,36 @@ def test_fusion_plan_runs_every_layer_and_cross_once_in_dependency_order(depths,
   assert done == {"text": depths[0], "speech": depths[1]}
   assert crosses == {"text": depths[0] // every[0] if every[0] else 0,
                      "speech": depths[1] // every[1] if every[1] else 0}
+
+
+@pytest.mark.parametrize("depths,every,periods", [
+    ((4, 4), (1, 1), 4), ((4, 4), (2, 2), 2), ((4, 4), (1, 2), 2), ((4, 2), (2, 1), 2),
+    ((4, 4), (4, 4), 1), ((4, 4), (1, 0), 4), ((2, 3), (1, 2), 1), ((3, 5), (0, 1), 1),
+    ((6, 2), (1, 1), 1)])   # (6, 2): a period would read the speech state from before a cross
+def test_fusion_periods(depths, every, periods):
+  assert fusion_periods(depths, every) == periods
+
+
+@pytest.mark.parametrize("text,speech", [((2, 1), (2, 1)), ((4, 2), (2, 1))])
+def test_the_scan_over_periods_equals_the_unrolled_plan(text, speech):
+  """scan_layers: the plan runs as a scan over its periods; unrolled, op by op. Same numbers."""
+  base = tiny_zipper()
+  cfg = ModelConfig(**{**base.__dict__,
+                       "zipper_text": base.zipper_text._replace(num_layers=text[0], cross_every=text[1]),
+                       "zipper_speech": base.zipper_speech._replace(num_layers=speech[0],
+                                                                    cross_every=speech[1])})
+  scanned = randomize(build(cfg), gate=0.6)
+  unrolled = build(ModelConfig(**{**cfg.__dict__, "scan_layers": False}))
+  assert fusion_periods(scanned.depths(), scanned.every()) == 2
+  copy_params(scanned, unrolled)
+  batch = zipper_batch(scanned.cfg)
+  (loss_a, _), grads_a = loss_and_grads(scanned, batch)
+  (loss_b, _), grads_b = loss_and_grads(unrolled, batch)
+  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
+  ga, gb = flat(grads_a), flat(grads_b)
+  assert ga.keys() == gb.keys()
+  for k in ga:
+    np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
 def test_zipper_config_errors():
