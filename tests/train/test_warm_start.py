@@ -226,3 +226,42 @@ def test_slm_train_flag_end_to_end(tmp_path, hf_dir):
     assert re.search(rf"WarmStart.hf_checkpoint = [\\\s]*'{re.escape(path)}'", f.read())
   bad = slm_train(tmp_path / "bad", "ModelConfig.embed_dim = 64")
   assert bad.returncode == 2 and "ModelConfig.embed_dim = 32" in bad.stderr, bad.stderr[-3000:]
+
+
+# A Zipper whose text tower has the tiny HF Llama's shape, and a small speech tower of its own.
+ZIPPER = [p for p in MODEL if not p.startswith("ModelConfig.speech_tower_layers")] + [
+    "ModelConfig.architecture = 'zipper'",
+    "ModelConfig.zipper_text = @text/TowerConfig()",
+    "ModelConfig.zipper_speech = @speech/TowerConfig()",
+    "text/TowerConfig.num_layers = 2", "text/TowerConfig.embed_dim = 32",
+    "text/TowerConfig.num_heads = 4", "text/TowerConfig.num_kv_heads = 2",
+    "text/TowerConfig.head_dim = 8", "text/TowerConfig.mlp_dim = 48",
+    "text/TowerConfig.cross_every = 1",
+    "speech/TowerConfig.num_layers = 1", "speech/TowerConfig.embed_dim = 16",
+    "speech/TowerConfig.num_heads = 2", "speech/TowerConfig.num_kv_heads = 1",
+    "speech/TowerConfig.head_dim = 8", "speech/TowerConfig.mlp_dim = 32",
+    "speech/TowerConfig.cross_every = 1",
+]
+
+
+def test_a_zippers_text_tower_warm_starts_from_hf_and_computes_the_hf_model(tmp_path, hf_dir):
+  hf, path = hf_dir
+  ids = np.random.default_rng(1).integers(2, V_TEXT, (8, 33))
+  factory = lambda **kw: _FixedText(ids, **kw)   # noqa: E731
+  configuration.parse(["runs/pretrain.gin"],
+                      ZIPPER + RUN + [f"WarmStart.hf_checkpoint = '{path}'", "TOTAL_STEPS = 1",
+                                      "PEAK_LR = 0.0"], finalize=False)
+  result = loop.train(str(tmp_path / "run"), progress=False, data_factory=factory)
+  cfg = warm_start.model_config(build.config_from_gin())
+  assert cfg.architecture == "zipper"
+  params = jax.device_get(result["state"].params)
+  graphdef, _ = nnx.split(build.build_abstract(cfg), nnx.Param)
+  model = nnx.merge(graphdef, params)
+  # Text-only rows: the text tower alone (cross-attention gates start at 0, the input MLP as the
+  # identity) is the HF model, so the text logits are transformers' own.
+  hf_logits = hf(torch.tensor(ids)).logits.detach().float().numpy()
+  np.testing.assert_allclose(our_text_logits(model, cfg, ids), hf_logits, atol=1e-4, rtol=1e-4)
+  # The speech tower is a fresh init (the HF checkpoint has none).
+  fresh = nnx.state(build.build(cfg, seed=0), nnx.Param).to_pure_dict()
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8),
+               params["speech"], fresh["speech"])
