@@ -196,6 +196,14 @@ def fusion_periods(depths: tuple[int, int], every: tuple[int, int]) -> int:
   return 1
 
 
+def cross_remat_policy(policy: str) -> str:
+  """The remat policy of the cross-attentions given the decoder's: recomputed whole in the backward
+  pass unless the decoder saves everything ("none"). What a dots-saving policy would keep of one is
+  mostly its attention scores, [B, H, L, S] like a self-attention's, while recomputing it costs about
+  one attention forward pass (bench/zipper.py: less peak memory at the same step time)."""
+  return "none" if policy == "none" else "full"
+
+
 def run_plan(plan, needed, h: dict, layers, cross) -> dict:
   """Executes a fusion plan from the towers' states `h`: `layers(t, i, j, x)` runs layers [i, j)
   of tower t, `cross(t, c, x, source)` its c-th cross-attention over the other tower's state."""
@@ -373,12 +381,12 @@ class _Layers:
     graphdef, stacked = crosses
     state = jax.tree.map(lambda a: a[c], stacked)
 
-    def apply(state, x_BLD, source_BLD):   # under the decoder's remat policy, like a layer
+    def apply(state, x_BLD, source_BLD):
       mod = nnx.merge(graphdef, state)
       k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
       return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order,
                  causal=True)
-    return remat(apply, self.model.cfg.remat_policy)(state, x_BLD, source_BLD)
+    return remat(apply, cross_remat_policy(self.model.cfg.remat_policy))(state, x_BLD, source_BLD)
 
 
 class _CachedLayers:
