@@ -25,6 +25,7 @@ restore, the per-process states describe shards that no longer exist, so
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Optional, Sequence
 
@@ -37,6 +38,8 @@ from slm_jax.data import batch as batch_lib
 from slm_jax.data import cache as cache_lib
 from slm_jax.data.cache import records
 from slm_jax.data.pipeline import documents
+from slm_jax.data.pipeline import speech_masking as speech_masking_lib
+from slm_jax.data.pipeline.speech_masking import SpeechMasking
 from slm_jax.data.batch import IteratorStateError
 from slm_jax.unified_vocab import UnifiedVocab
 
@@ -146,7 +149,8 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
                         num_packing_bins: int = 16, shuffle_bins: bool = True,
                         long_documents: str = "split", max_pieces: int = 64, prefetch: int = 0,
                         process_index: Optional[int] = None, process_count: Optional[int] = None,
-                        on_process_count_change: str = "error") -> BatchIterator:
+                        on_process_count_change: str = "error",
+                        speech_masking: Optional[SpeechMasking] = None) -> BatchIterator:
   """Training iterator over cached tasks: shuffled, mixed, packed, batched per process.
 
   Args:
@@ -162,6 +166,8 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
     prefetch: >0 prefetches that many batches in a background thread.
     process_index, process_count: default jax.process_index() / jax.process_count().
     on_process_count_change: "error" | "restart" (module docstring).
+    speech_masking: SpecAugment-style masks on the speech rows only read (speech_masking.py);
+      None: rows as cached.
   """
   shard = batch_lib.process_rows(batch_size, process_index, process_count)
   index, count, local_batch = shard.process_index, shard.process_count, shard.num_rows
@@ -173,6 +179,8 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
   if len(rates) != len(infos) or min(rates) < 0 or sum(rates) <= 0:
     raise ValueError(f"rates={list(rates)} must give one non-negative weight per cache ({len(infos)})")
   policy = documents.LongDocumentPolicy(seq_len, long_documents, max_pieces)
+  if speech_masking is not None:
+    speech_masking.check_channels(vocab.num_channels, vocab.speech_codebook_sizes[0])
 
   def build(restart_salt: int):
     parts = []
@@ -189,7 +197,11 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
     it = PACKERS[packing](it, length_struct=_length_struct(seq_len, vocab.num_channels),
                           num_packing_bins=num_packing_bins, seed=_fold_seed(seed, 7, restart_salt),
                           shuffle_bins=shuffle_bins)
-    it = it.map(documents.finalize_row).batch(local_batch, drop_remainder=True)
+    it = it.map(documents.finalize_row)
+    if speech_masking is not None:
+      it = it.random_map(functools.partial(_mask, masking=speech_masking, speech_start=vocab.speech_start),
+                         seed=_fold_seed(seed, 11, restart_salt))
+    it = it.batch(local_batch, drop_remainder=True)
     if prefetch:
       it = gex.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch)
     return it
@@ -198,8 +210,14 @@ def make_grain_iterator(cache_dirs: Sequence[str] = gin.REQUIRED, rates: Optiona
                  "rates": [float(r) for r in rates], "seq_len": seq_len, "batch_size": batch_size,
                  "seed": seed, "num_epochs": num_epochs, "packing": packing,
                  "num_packing_bins": num_packing_bins, "long_documents": long_documents}
+  if speech_masking is not None:
+    fingerprint["speech_masking"] = speech_masking.fingerprint()
   return BatchIterator(build, fingerprint=fingerprint, process_index=index, process_count=count,
                        policy=policy, on_process_count_change=on_process_count_change)
+
+
+def _mask(row: dict, rng: np.random.Generator, *, masking: SpeechMasking, speech_start: int) -> dict:
+  return speech_masking_lib.mask_row(row, rng, masking, speech_start)
 
 
 def _pad_batch(rows: list[dict], batch: int) -> dict:
