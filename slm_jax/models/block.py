@@ -25,10 +25,12 @@ class Attention(nnx.Module):
     self.out = DenseGeneral((h, e), (d,), ("heads", "head_dim", "embed"), dtype=dt, param_dtype=pdt,
                             std=std / (2 * max(cfg.num_layers, 1)) ** 0.5, rngs=rngs)
 
-  def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None):
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None,
+               order_BL=None):
     """Self-attention over the L positions; with `cache` (generation) the queries also attend the
     cache slots written before, and (out, (new keys, new values)) is returned for the caller to
-    write into the cache."""
+    write into the cache. `order_BL`: the attention order (models/attention_order.py); None:
+    `positions_BL`, strictly causal."""
     cfg = self.cfg
     q_BLHE = rotary(self.query(x_BLD), positions_BL, cfg.rope_theta)
     k_BLGE = rotary(self.key(x_BLD), positions_BL, cfg.rope_theta)
@@ -36,12 +38,14 @@ class Attention(nnx.Module):
     q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
     k_BLGE = constrain(k_BLGE, ("batch", "length", "act_kv_heads", None))
     v_BLGE = constrain(v_BLGE, ("batch", "length", "act_kv_heads", None))
+    causal = order_BL is None
+    order_BL = positions_BL if causal else order_BL
     if cache is None or cache.empty:   # keys are the same L positions as the queries (S = L)
-      o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
-                                  segment_ids_BL, positions_BL, implementation=cfg.attention_impl,
-                                  causal=True)
+      o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, order_BL,
+                                  segment_ids_BL, order_BL, implementation=cfg.attention_impl,
+                                  causal=causal)
     else:                              # keys: the cache slots written before, then the new ones
-      o_BLHE = dispatch.cached_attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, positions_BL,
+      o_BLHE = dispatch.cached_attention(q_BLHE, k_BLGE, v_BLGE, segment_ids_BL, order_BL,
                                          cache.k_BGSE, cache.v_BGSE, cache.segment_ids_BS,
                                          cache.order_BS, implementation=cfg.attention_impl)
     o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
@@ -72,9 +76,10 @@ class DecoderBlock(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
     self.mlp = SwiGLU(cfg, rngs=rngs)
 
-  def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None):
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL, cache: LayerView | None = None,
+               order_BL=None):
     """[B, L, D] -> [B, L, D]; with `cache` (generation) -> ([B, L, D], (new keys, values))."""
-    attn = self.attn(self.attn_norm(x_BLD), segment_ids_BL, positions_BL, cache)
+    attn = self.attn(self.attn_norm(x_BLD), segment_ids_BL, positions_BL, cache, order_BL)
     attn_BLD, new_kv = attn if cache is not None else (attn, None)
     x_BLD = x_BLD + attn_BLD
     x_BLD = x_BLD + self.mlp(self.mlp_norm(x_BLD))

@@ -55,6 +55,9 @@ class ModelConfig:
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
   asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
                                       # (a Zipper's sits on its speech tower)
+  # Task tags (e.g. ("[ASR]",)) whose segments' speech is read whole: the decoder's self-attention
+  # sees each such speech span bidirectionally, like an encoder (models/attention_order.py).
+  bidirectional_speech_tags: tuple = ()
   # "shared": one decoder over the unified stream; "zipper": a text and a speech tower fused by
   # gated cross-attention (models/zipper.py), shaped by `zipper_text` / `zipper_speech` (the
   # layer/width fields above then do not apply) and `zipper_speech_specials` (specials that feed
@@ -68,6 +71,15 @@ class ModelConfig:
     for name in ("zipper_text", "zipper_speech"):   # model_config.json stores them as lists
       object.__setattr__(self, name, as_tower_config(getattr(self, name)))
     object.__setattr__(self, "zipper_speech_specials", tuple(self.zipper_speech_specials))
+    object.__setattr__(self, "bidirectional_speech_tags", tuple(self.bidirectional_speech_tags))
+    for tag in self.bidirectional_speech_tags:
+      try:
+        self.vocab.special_id(tag)
+      except KeyError as e:
+        raise ConfigError(f"ModelConfig.bidirectional_speech_tags: {e.args[0]}") from None
+    if self.bidirectional_speech_tags and self.architecture != "shared":
+      raise ConfigError("ModelConfig.bidirectional_speech_tags applies to the shared decoder only; "
+                        f"architecture={self.architecture!r} attends causally")
     if self.architecture not in ARCHITECTURES:
       raise ConfigError(f"architecture={self.architecture!r}; use one of {ARCHITECTURES}")
     if self.architecture == "zipper":

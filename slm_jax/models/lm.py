@@ -4,6 +4,7 @@ from __future__ import annotations
 from flax import nnx
 
 from slm_jax.models import kv_cache
+from slm_jax.models.attention_order import attention_order
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.kv_cache import KVCache
 from slm_jax.models.heads import OutputHeads
@@ -31,7 +32,7 @@ class SpeechTextLM(nnx.Module):
   def __call__(self, tokens, segment_ids, positions, speech_codes=None):
     """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1] -> [B, L, D]."""
     x_BLD = self.towers(tokens, segment_ids, positions, speech_codes)
-    x_BLD = self.decoder(x_BLD, segment_ids, positions)
+    x_BLD = self.decoder(x_BLD, segment_ids, positions, self._order(tokens, segment_ids, positions))
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed"))
 
   def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: KVCache,
@@ -43,10 +44,15 @@ class SpeechTextLM(nnx.Module):
     x_BLD, cache = self.towers(tokens, segment_ids, positions, speech_codes, cache, empty)
     x_BLD, decoder_cache = self.decoder.forward_cached(
         x_BLD, segment_ids, positions, cache.stacks["decoder"], cache.segment_ids_BS,
-        cache.order_BS, empty)
+        cache.order_BS, empty, self._order(tokens, segment_ids, positions))
     cache = cache.replace(stacks={**cache.stacks, "decoder": decoder_cache})
     cache = kv_cache.write_slots(cache, segment_ids, positions, self.cfg.vocab.is_speech(tokens))
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed")), cache
+
+  def _order(self, tokens, segment_ids, positions):
+    """The decoder's attention order; None (causal by position) without bidirectional tags."""
+    tags = self.cfg.bidirectional_speech_tags
+    return attention_order(tokens, segment_ids, positions, self.cfg.vocab, tags) if tags else None
 
   def logits(self, tokens, segment_ids, positions, speech_codes=None):
     """Full logits (for tests, evaluation and generation): ([B, L, V], [B, L, K-1, C] | None)."""

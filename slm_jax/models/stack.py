@@ -30,13 +30,14 @@ class BlockStack(nnx.Module):
 
     self.blocks = make_blocks(jax.random.split(rngs.params(), num_layers))
 
-  def __call__(self, x_BLD, segment_ids_BL, positions_BL):
+  def __call__(self, x_BLD, segment_ids_BL, positions_BL, order_BL=None):
+    """order_BL: the attention order (models/attention_order.py); None: positions, causal."""
     if self.blocks is None:
       return x_BLD
     graphdef, stacked = nnx.split(self.blocks)
 
     def apply_layer(x, layer_state):
-      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL)
+      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, None, order_BL)
 
     apply_layer = remat(apply_layer, self.cfg.remat_policy)
     if self.cfg.scan_layers:
@@ -47,7 +48,7 @@ class BlockStack(nnx.Module):
     return x_BLD
 
   def forward_cached(self, x_BLD, segment_ids_BL, positions_BL, cache: StackCache,
-                     kv_segment_ids_BS, kv_order_BS, empty: bool = False
+                     kv_segment_ids_BS, kv_order_BS, empty: bool = False, order_BL=None
                      ) -> tuple[jax.Array, StackCache]:
     """Generation: each layer attends its cache slice (slots whose (segment, order) are
     `kv_segment_ids_BS` / `kv_order_BS`, written before this call) and the new positions; all
@@ -60,7 +61,7 @@ class BlockStack(nnx.Module):
     def apply_layer(x, layer):
       layer_state, k_BGSE, v_BGSE = layer
       view = LayerView(k_BGSE, v_BGSE, kv_segment_ids_BS, kv_order_BS, empty)
-      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, view)
+      return nnx.merge(graphdef, layer_state)(x, segment_ids_BL, positions_BL, view, order_BL)
 
     if empty:   # the cache is not read: scan over the parameters only
       dummy = lambda: jnp.zeros((self.num_layers, 0, 0, 0, 0), cache.k_YBGSE.dtype)  # noqa: E731
