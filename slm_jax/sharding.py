@@ -8,7 +8,11 @@ Logical axes used by the model:
   parameters:   vocab, embed, heads, kv_heads, head_dim, mlp, layers, channels, codebook, norm
   activations:  batch, length, act_embed, act_heads, act_kv_heads, act_mlp, act_vocab
 (activation features have their own names so FSDP can shard `embed` in parameters while the batch,
-not the feature dimension, is sharded in activations).
+not the feature dimension, is sharded in activations). A Zipper's parameters name their tower:
+`text_embed`, `speech_mlp`, ... (`tower_axis`); by default each maps where its shared counterpart
+does, and `logical_axis_rules.overrides` shards one tower differently:
+
+    logical_axis_rules.overrides = [("speech_embed", None), ("speech_vocab", None)]
 """
 from __future__ import annotations
 
@@ -28,9 +32,41 @@ MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 
 Rules = tuple[tuple[str, Any], ...]
 
+# The parameter axes, and the Zipper towers that name their own copies of them.
+PARAMETER_AXES = ("vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", "channels",
+                  "codebook", "norm")
+TOWER_PREFIXES = ("text", "speech")
+
+
+def tower_axis(tower: str, name: str | None) -> str | None:
+  """A Zipper tower's name for a parameter axis (`embed` -> `text_embed`); None stays None."""
+  if tower not in TOWER_PREFIXES:
+    raise ValueError(f"unknown Zipper tower {tower!r}; use {TOWER_PREFIXES}")
+  if name is None:
+    return None
+  if name not in PARAMETER_AXES:
+    raise ValueError(f"{name!r} is not a parameter axis; use {PARAMETER_AXES}")
+  return f"{tower}_{name}"
+
+
+def shared_axis(name: str | None) -> str | None:
+  """The shared-model axis a tower axis stands for (`text_embed` -> `embed`); others unchanged."""
+  if name is not None:
+    tower, _, rest = name.partition("_")
+    if tower in TOWER_PREFIXES and rest in PARAMETER_AXES:
+      return rest
+  return name
+
+
+def _tower_rows(rules) -> Rules:
+  """Each tower's copy of the parameter rows present in `rules`."""
+  return tuple((tower_axis(t, name), target) for t in TOWER_PREFIXES for name, target in rules
+               if name in PARAMETER_AXES)
+
+
 # One row per logical axis, no duplicates (checked). Mesh axes of size 1 make a rule inert, so the
 # same table serves pure data parallel, FSDP, FSDP + tensor and + sequence parallel meshes.
-DEFAULT_RULES: Rules = (
+_SHARED_RULES: Rules = (
     # activations
     ("batch", ("data", "fsdp")),
     ("length", "sequence"),
@@ -51,21 +87,42 @@ DEFAULT_RULES: Rules = (
     ("codebook", None),
     ("norm", None),
 )
+# The Zipper towers' parameter axes go where their shared counterparts go.
+DEFAULT_RULES: Rules = _SHARED_RULES + _tower_rows(_SHARED_RULES)
 
 
-@gin.configurable
-def logical_axis_rules(rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Rules:
-  """The rule table in effect (bind `logical_axis_rules.rules` in gin to change it)."""
+def _checked(rules, what: str) -> Rules:
   rules = tuple((str(k), tuple(v) if isinstance(v, list) else v) for k, v in rules)
   seen = set()
   for name, target in rules:
     if name in seen:
-      raise ValueError(f"logical axis {name!r} appears twice in the rule table; keep one row")
+      raise ValueError(f"logical axis {name!r} appears twice in the {what}; keep one row")
     seen.add(name)
     for axis in (target if isinstance(target, tuple) else (target,)):
       if axis is not None and axis not in MESH_AXES:
         raise ValueError(f"rule {name!r} -> {target!r}: unknown mesh axis {axis!r}; use {MESH_AXES}")
   return rules
+
+
+@gin.configurable
+def logical_axis_rules(rules: Sequence[tuple[str, Any]] = DEFAULT_RULES,
+                       overrides: Sequence[tuple[str, Any]] = ()) -> Rules:
+  """The rule table in effect (bind `logical_axis_rules.rules` in gin to change it).
+
+  A table without a tower's rows (`text_embed`, ...) gets them from its shared rows, so a table
+  written for the shared model shards the Zipper's towers as it shards the shared model.
+  `overrides`: rows that replace the table's rows of the same names, e.g. one tower's
+  (`[("speech_embed", None)]` replicates what FSDP would shard of the speech tower).
+  """
+  rules = _checked(rules, "rule table")
+  present = {name for name, _ in rules}
+  rules += tuple(row for row in _tower_rows(rules) if row[0] not in present)
+  overrides = dict(_checked(overrides, "overrides"))
+  unknown = sorted(set(overrides) - {name for name, _ in rules})
+  if unknown:
+    raise ValueError(f"logical_axis_rules.overrides names {unknown}, which the rule table lacks; "
+                     f"its axes: {[name for name, _ in rules]}")
+  return tuple((name, overrides.get(name, target)) for name, target in rules)
 
 
 def logical_to_spec(axes: Sequence[str | None] | None, rules: Rules) -> P:

@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import jax.numpy as jnp
 
+from slm_jax.sharding import shared_axis
+
 QVALUE, SCALE = "qvalue", "scale"
 METHODS = ("int8",)
 _QMAX = 127.0
@@ -29,11 +31,12 @@ _QMAX = 127.0
 def reduction_axes(name: str, axes: Optional[Sequence[Optional[str]]]) -> Optional[tuple[int, ...]]:
   """The axes a weight's per-channel scale reduces over; None when it is not quantized.
 
-  `name` is the parameter's last key (e.g. "kernel", "table"); `axes` its logical axes.
+  `name` is the parameter's last key (e.g. "kernel", "table"); `axes` its logical axes (a Zipper
+  tower's, e.g. `text_embed`, count as their shared counterparts).
   """
+  axes = tuple(shared_axis(a) for a in axes or ())
   if not axes or "embed" not in axes or len(axes) < 2:
     return None
-  axes = tuple(axes)
   if name == "table" or axes[-1] != "embed":
     return (axes.index("embed"),)
   return tuple(i for i, a in enumerate(axes[:-1]) if a != "layers")

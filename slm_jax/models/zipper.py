@@ -18,7 +18,9 @@ tower's also over speech channels 1..K-1; the optional CTC head, `ModelConfig.as
 speech tower's). Parameter paths: `text/...`, `speech/...` (each laid
 out like a shared-architecture model, so a tower restores from such a checkpoint and the text tower
 takes the Hugging Face warm start), `text_input/`, `speech_input/` (input MLPs), `text_cross/i/`,
-`speech_cross/i/` (the cross-attentions inside each tower).
+`speech_cross/i/` (the cross-attentions inside each tower). Each tower's parameters (backbone, input
+MLP, cross-attentions) carry its own logical axes (`text_embed`, `speech_mlp`, ...;
+models/zipper_axes.py), so the rule table can shard the two towers differently.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from slm_jax.models.kv_cache import LayerView, write_new_keys, write_rows
 from slm_jax.models.layers import DenseGeneral, RMSNorm, param, rotary
 from slm_jax.models.lm import SpeechTextLM
 from slm_jax.models.remat import remat
+from slm_jax.models.zipper_axes import name_tower_axes
 from slm_jax.models.zipper_cache import ZipperCache, write_zipper_slots
 from slm_jax.models.zipper_config import TOWERS
 from slm_jax.sharding import constrain
@@ -240,6 +243,11 @@ class ZipperLM(nnx.Module):
                                 for _ in range(self._num_cross("text", plan_every))])
     self.speech_cross = nnx.List([GatedCrossAttention(sc, tc.embed_dim, rngs=rngs)
                                   for _ in range(self._num_cross("speech", plan_every))])
+    for t in TOWERS:     # each tower's parameters name their own logical axes (models/zipper_axes.py)
+      for part in (self.tower(t), self.text_input if t == "text" else self.speech_input,
+                   self.cross(t)):
+        if part is not None:
+          name_tower_axes(part, t)
 
   # -- structure --------------------------------------------------------------------------------
   def every(self) -> tuple[int, int]:
