@@ -12,7 +12,7 @@ not the feature dimension, is sharded in activations). A Zipper's parameters nam
 `text_embed`, `speech_mlp`, ... (`tower_axis`); by default each maps where its shared counterpart
 does, and `logical_axis_rules.overrides` shards one tower differently:
 
-    logical_axis_rules.overrides = [("speech_embed", None), ("speech_vocab", None)]
+    logical_axis_rules.overrides = [("speech_embed", None)]   # FSDP shards the text tower only
 """
 from __future__ import annotations
 
