@@ -243,7 +243,7 @@ class ZipperLM(nnx.Module):
                                 for _ in range(self._num_cross("text", plan_every))])
     self.speech_cross = nnx.List([GatedCrossAttention(sc, tc.embed_dim, rngs=rngs)
                                   for _ in range(self._num_cross("speech", plan_every))])
-    for t in TOWERS:     # each tower's parameters name their own logical axes (models/zipper_axes.py)
+    for t in TOWERS:     # each tower's parameters name their own axes (models/zipper_axes.py)
       for part in (self.tower(t), self.text_input if t == "text" else self.speech_input,
                    self.cross(t)):
         if part is not None:

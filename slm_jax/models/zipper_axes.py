@@ -1,9 +1,9 @@
 """Each Zipper tower's parameters name their own logical axes (docs/architecture.md, "Zipper").
 
 A tower is built from the shared model's modules (same parameter paths, so it restores from a
-shared-architecture checkpoint and takes the Hugging Face warm start); `name_tower_axes` then renames
-the logical axes of its parameters with the tower's prefix (`embed` -> `text_embed`, `layers` ->
-`text_layers`, ...). Only the sharding metadata changes: paths, shapes and values stay.
+shared-architecture checkpoint and takes the Hugging Face warm start); `name_tower_axes` then
+renames the logical axes of its parameters with the tower's prefix (`embed` -> `text_embed`,
+`layers` -> `text_layers`, ...). Only the sharding metadata changes: paths, shapes and values stay.
 
 The parameters of a tower are its backbone (`text/`), its input MLP (`text_input/`) and its
 cross-attentions into the other tower (`text_cross/`; their key/value inputs have the other

@@ -99,7 +99,8 @@ def test_tower_axis_names_and_their_rules():
 
 def test_gin_overrides_one_tower():
   # the examples of docs/architecture.md ("Zipper", Sharding)
-  configuration.parse(["mesh/fsdp.gin"], ["logical_axis_rules.overrides = [('speech_embed', None)]"])
+  configuration.parse(["mesh/fsdp.gin"],
+                      ["logical_axis_rules.overrides = [('speech_embed', None)]"])
   table = dict(sharding.logical_axis_rules())
   assert table["speech_embed"] is None and table["text_embed"] == table["embed"] == "fsdp"
   gin.clear_config()
@@ -172,7 +173,7 @@ def test_sharded_zipper_with_per_tower_rules_equals_unsharded():
   leaves = jax.tree_util.tree_flatten_with_path(shardings.to_pure_dict())[0]
   text = [s for p, s in leaves if str(p[0].key).startswith("text")]
   speech = [s for p, s in leaves if str(p[0].key).startswith("speech")]
-  assert any(s.num_devices == 8 and not s.is_fully_replicated for s in text)
+  assert any(("data", "fsdp", "tensor") in tuple(s.spec) for s in text)   # split 8 ways
   assert all(s.is_fully_replicated for s in speech)
 
   def step(p, b):
@@ -181,5 +182,6 @@ def test_sharded_zipper_with_per_tower_rules_equals_unsharded():
   sbatch = jax.device_put(batch, NamedSharding(mesh, P(("data", "fsdp"))))
   loss, grads = jax.jit(step)(jax.device_put(params, shardings), sbatch)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
-  for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(want_grads)):
+  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+  for (path, g), w in zip(leaves, jax.tree.leaves(want_grads)):
     np.testing.assert_allclose(g, w, atol=1e-6, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
