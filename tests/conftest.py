@@ -1,11 +1,25 @@
 """Test set-up: 8 fake CPU devices (sharding is tested for real), no network, marker gating."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# One persistent XLA compilation cache per test session, shared by the xdist workers and by the
+# subprocesses the tests start (they inherit the environment): a train step that several runs,
+# resumes, subprocesses and tests compile alike is compiled once. The tests' tiny models make
+# compilation most of the suite's time. A fresh directory each session, removed at its end, so
+# nothing carries over between sessions; set JAX_COMPILATION_CACHE_DIR to choose one yourself.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="slm_jax_tests_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # Where PyTorch comes as a CUDA build (pip's torch==2.13.0 on any Python but 3.11 here, and on
 # GPU hosts), transformers imports triton; triton's native library segfaults when it loads after
@@ -19,6 +33,9 @@ except ImportError:
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 import pytest  # noqa: E402
 
