@@ -7,6 +7,10 @@ conditions (original audio vs a tokenizer's round trip vs a model's TTS) on the 
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from typing import Sequence
+
 import numpy as np
 
 from slm_jax.data import audio as audio_lib
@@ -49,3 +53,37 @@ class PocketsphinxRecognizer:
     self._decoder.end_utt()
     hyp = self._decoder.hyp()
     return hyp.hypstr.lower() if hyp is not None else ""
+
+
+_WORKER_RECOGNIZER: PocketsphinxRecognizer | None = None
+
+
+def _start_worker() -> None:
+  global _WORKER_RECOGNIZER  # pylint: disable=global-statement
+  _WORKER_RECOGNIZER = PocketsphinxRecognizer()
+
+
+def _transcribe_in_worker(audio: np.ndarray, sample_rate: int) -> str:
+  return _WORKER_RECOGNIZER.transcribe(audio, sample_rate)
+
+
+def default_workers() -> int:
+  """Recognition processes by default: one per CPU core, at most 4."""
+  return max(1, min(4, os.cpu_count() or 1))
+
+
+def transcribe_many(items: Sequence[tuple[np.ndarray, int]], workers: int = 1) -> list[str]:
+  """Transcripts of (audio, sample_rate) items, in order.
+
+  workers > 1 recognizes in that many processes (spawned: the caller may hold JAX's threads). Each
+  utterance is recognized from a fresh feature state, so the transcripts equal a serial run's.
+  Raises RecognizerUnavailableError when pocketsphinx is missing.
+  """
+  recognizer = PocketsphinxRecognizer()     # fails here, clearly, when pocketsphinx is missing
+  workers = min(int(workers), len(items))
+  if workers <= 1:
+    return [recognizer.transcribe(a, rate) for a, rate in items]
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Pool(workers, initializer=_start_worker) as pool:
+    return pool.starmap(_transcribe_in_worker, [(np.asarray(a), int(r)) for a, r in items],
+                        chunksize=1)

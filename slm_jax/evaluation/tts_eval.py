@@ -48,12 +48,14 @@ def _rates(refs, hyps) -> dict:
 def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional[str], *,
                  transcribe: Optional[Transcribe] = None, slots: int = 8,
                  max_new_tokens: Optional[int] = None, seconds_per_word: float = 0.45,
-                 num_examples: int = 5, engine=None, progress: bool = True) -> dict:
+                 num_examples: int = 5, engine=None, progress: bool = True,
+                 recognizer_workers: Optional[int] = None) -> dict:
   """Loopback WER / CER of the model's speech for `utterances` (see the module docstring).
 
-  transcribe(audio, sample_rate) -> text; None: pocketsphinx, and when it is missing the result
-  says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of
-  speech frames; None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`).
+  transcribe(audio, sample_rate) -> text; None: pocketsphinx in `recognizer_workers` processes
+  (None: one per core, `recognizer.default_workers`), and when it is missing the result says so
+  under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of speech frames;
+  None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`).
   """
   start = time.perf_counter()
   texts = [u.text for u in utterances]
@@ -74,24 +76,35 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
   out = {"utterances": len(utterances), "out_dir": out_dir, "files": files,
          "seconds_of_speech": round(sum(a.size for a in audios) / tok.sample_rate, 2),
          "empty_answers": int(sum(1 for f in frames if not len(f)))}
-  if transcribe is None:
-    transcribe = default_recognizer()
-  if transcribe is None:
+  if transcribe is None and default_recognizer() is None:
     out["skipped"] = SKIP_MESSAGE
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
-  hyps = [transcribe(a, tok.sample_rate) if a.size else "" for a in audios]
+  # Everything to recognize, gathered first so pocketsphinx can run in several processes: the
+  # model's answers, then per utterance with audio its original and the tokenizer's round trip.
+  jobs = [(a, tok.sample_rate) for a in audios if a.size]
+  with_audio = [i for i, u in enumerate(utterances) if u.audio_path]
+  for i in with_audio:
+    audio, rate = audio_lib.read_audio(utterances[i].audio_path)
+    jobs.append((audio, rate))
+    if tok.can_decode:
+      jobs.append((resynthesis.round_trip(tok, audio, rate), tok.sample_rate))
+  if transcribe is None:
+    from slm_jax.evaluation import recognizer  # pylint: disable=import-outside-toplevel
+    workers = recognizer.default_workers() if recognizer_workers is None else recognizer_workers
+    heard = iter(recognizer.transcribe_many(jobs, workers))
+  else:
+    heard = iter([transcribe(a, rate) for a, rate in jobs])
+  hyps = [next(heard) if a.size else "" for a in audios]
   out.update(_rates(texts, hyps))
   out["baseline"] = baselines.baselines(texts, hyps)
-  with_audio = [i for i, u in enumerate(utterances) if u.audio_path]
   if with_audio:
     refs = [texts[i] for i in with_audio]
     originals, resynth = [], []
-    for i in with_audio:
-      audio, rate = audio_lib.read_audio(utterances[i].audio_path)
-      originals.append(transcribe(audio, rate))
+    for _ in with_audio:
+      originals.append(next(heard))
       if tok.can_decode:
-        resynth.append(transcribe(resynthesis.round_trip(tok, audio, rate), tok.sample_rate))
+        resynth.append(next(heard))
     out["original"] = _rates(refs, originals)
     if resynth:
       out["resynthesis"] = _rates(refs, resynth)

@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--tts_max_new_tokens", type=int, default=None,
                  help="TTS: speech frames per answer (default: from the sentence's length)")
   p.add_argument("--slots", type=int, default=8, help="requests decoded together")
+  p.add_argument("--recognizer_workers", type=int, default=None,
+                 help="TTS loopback: pocketsphinx processes (default: one per core, at most 4)")
   p.add_argument("--ctc_weight", type=float, action="append", default=None, metavar="LAMBDA",
                  help="ASR with a CTC head: joint CTC/attention decoding's CTC weight in [0, 1] "
                  "(reported as NAME/joint; repeat for several, e.g. NAME/joint0.3; default 0.5)")
@@ -227,7 +229,8 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
                                if args.out else "slm_eval_tts")
     print(f"{PROG}: TTS loopback on {name} ({len(utts)} sentences) -> {tts_out}", file=sys.stderr)
     r = tts_eval.evaluate_tts(session, utts, tts_out, slots=args.slots,
-                              max_new_tokens=args.tts_max_new_tokens, progress=progress)
+                              max_new_tokens=args.tts_max_new_tokens, progress=progress,
+                              recognizer_workers=args.recognizer_workers)
     if "skipped" in r:
       print(f"{PROG}: TTS loopback not scored: {r['skipped']}", file=sys.stderr)
     results["tts"] = {name: r}
