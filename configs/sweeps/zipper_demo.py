@@ -70,8 +70,11 @@ def get_config(corpus="data/demo_corpus"):
   c.base_gin_files = ["runs/demo.gin"]
   c.base_gin_params = CORPUS + vocab + SCHEDULE
   pretrained = [f"WarmStart.text_checkpoint = '{TEXT_LM_EXPORT}'"]
+  # The shared row reads ASR prompts causally like the Zipper rows (which cannot read them
+  # bidirectionally), so the rows differ in the architecture only; shared_bidir is today's demo.
   c.axes = {"model": [
-      {"name": "shared"},
+      {"name": "shared", "gin_params": ["ModelConfig.bidirectional_speech_tags = ()"]},
+      {"name": "shared_bidir"},
       _zipper("zipper"),
       _zipper("zipper_x2", "ablations/zipper_cross_every_2.gin"),
       _zipper("zipper_x4", "ablations/zipper_cross_every_4.gin"),

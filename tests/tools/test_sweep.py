@@ -80,8 +80,10 @@ def test_the_default_grid_is_the_zipper_demo_sweep(tmp_path):
                                                      "speech_tokenizer_name": "dmel:def"}))
   config = sweep.load_config(None, str(corpus))          # configs/sweeps/zipper_demo.py
   grid = sweep.runs(config, str(corpus), "/r")
-  assert [r["name"] for r in grid] == ["shared", "zipper", "zipper_x2", "zipper_x4",
+  assert [r["name"] for r in grid] == ["shared", "shared_bidir", "zipper", "zipper_x2", "zipper_x4",
                                        "zipper_x4_text_lm", "zipper_x4_text_lm_frozen"]
+  assert "ModelConfig.bidirectional_speech_tags = ()" in grid[0]["gin_params"]   # like the Zipper's
+  assert "ModelConfig.bidirectional_speech_tags = ()" not in grid[1]["gin_params"]
   for run in grid:
     assert f"DEMO_CACHE = '{corpus}/cache/demo_main'" in run["gin_params"]
     assert "UnifiedVocab.text_vocab_name = 'sp:abc'" in run["gin_params"]
