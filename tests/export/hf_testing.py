@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
-from flax import nnx
 
 V_TEXT = 96
 
@@ -42,14 +41,8 @@ def our_text_logits(model, cfg, ids, segment_ids=None, positions=None):
   seg = np.ones((b, l), np.int32) if segment_ids is None else segment_ids
   pos = np.tile(np.arange(l), (b, 1)) if positions is None else positions
   codes = jnp.zeros((b, l, v.num_channels - 1), jnp.int32) if v.num_channels > 1 else None
-  logits = _logits(model, jnp.asarray(ids + v.text_start), jnp.asarray(seg), jnp.asarray(pos), codes)
+  logits, _ = model.logits(jnp.asarray(ids + v.text_start), jnp.asarray(seg), jnp.asarray(pos), codes)
   return np.asarray(logits)[..., v.text_start:v.text_start + v.text_size]
-
-
-@nnx.jit
-def _logits(model, tokens, segment_ids, positions, codes):
-  """One compiled program (run eagerly, every op of the model would compile on its own)."""
-  return model.logits(tokens, segment_ids, positions, codes)[0]
 
 
 def save_word_tokenizer(path, size=V_TEXT):

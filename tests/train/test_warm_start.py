@@ -42,10 +42,9 @@ RUN = [
 FSDP = "make_mesh.ici_shape = {'data': 2, 'fsdp': -1}"   # imported parameters placed in shards
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-  """One tiny HF Llama with a tokenizer for the module (the tests only read it)."""
-  hf, path = make_hf(tmp_path_factory.mktemp("hf"), "hf_llama", arch="llama", tie=False)
+@pytest.fixture
+def hf_dir(tmp_path):
+  hf, path = make_hf(tmp_path, "hf_llama", arch="llama", tie=False)
   save_word_tokenizer(path)
   return hf, path
 
