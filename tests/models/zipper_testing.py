@@ -28,21 +28,18 @@ def zipper_batch(cfg, seed=0, b=2, l=16):
 
 
 def randomize(model, seed=1, gate=None, std=0.3):
-  """Random values for every parameter (input MLPs included); gates set to `gate` if given.
-
-  Drawn with numpy: jax.random would compile one program per parameter shape."""
+  """Random values for every parameter (input MLPs included); gates set to `gate` if given."""
   state = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-  rng = np.random.default_rng(seed)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
   out = []
-  for path, x in leaves:
+  for (path, x), k in zip(leaves, keys):
     name = jax.tree_util.keystr(path)
-    noise = rng.standard_normal(x.shape, np.float32)
     if "gate" in name and x.ndim == 0:
       out.append(jnp.asarray(gate if gate is not None else x, x.dtype))
     elif "norm" in name:
-      out.append(jnp.asarray(np.asarray(x, np.float32) + 0.1 * noise, x.dtype))
+      out.append(x + 0.1 * jax.random.normal(k, x.shape, x.dtype))
     else:
-      out.append(jnp.asarray(std * noise, x.dtype))
+      out.append(std * jax.random.normal(k, x.shape, x.dtype))
   nnx.update(model, jax.tree_util.tree_unflatten(treedef, out))
   return model
