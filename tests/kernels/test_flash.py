@@ -31,7 +31,8 @@ def interleaved(rng, b, l, s):
 
 
 def check(q, k, v, masks, *, dtype=jnp.float32, kernel_kw=None, ref_kw=None, grads=True):
-  """Forward and the three gradients of the kernel (under jit) against the reference."""
+  """Forward and the three gradients of the kernel (under jit) against the reference (jitted too:
+  eagerly, each of its ops would compile on its own)."""
   kernel_kw, ref_kw = kernel_kw or {}, ref_kw or {}
   w = jax.random.normal(jax.random.key(1), q.shape, jnp.float32)
   ours = functools.partial(flash.attention, **kernel_kw)
@@ -43,13 +44,13 @@ def check(q, k, v, masks, *, dtype=jnp.float32, kernel_kw=None, ref_kw=None, gra
   got = jax.jit(lambda q, k, v: ours(q, k, v, *masks))(q, k, v)
   # The reference in f32 from the same (rounded) inputs: bf16 is judged against exact math.
   f32 = [x.astype(jnp.float32) for x in (q, k, v)]
-  want = ref(*f32, *masks)
+  want = jax.jit(ref)(*f32, *masks)
   assert got.dtype == q.dtype and np.isfinite(np.asarray(got, np.float32)).all()
   np.testing.assert_allclose(np.asarray(got, np.float32), want, **TOL[dtype])
   if not grads:
     return got
   got_g = jax.jit(jax.grad(functools.partial(loss, ours), argnums=(0, 1, 2)))(q, k, v)
-  want_g = jax.grad(functools.partial(loss, ref), argnums=(0, 1, 2))(*f32)
+  want_g = jax.jit(jax.grad(functools.partial(loss, ref), argnums=(0, 1, 2)))(*f32)
   for name, a, b in zip("qkv", got_g, want_g):
     scale = float(np.abs(b).max()) or 1.0      # gradients are judged relative to their size
     np.testing.assert_allclose(np.asarray(a, np.float32) / scale, np.asarray(b) / scale,
