@@ -50,9 +50,11 @@ def test_gradients_match_reference():
   def loss(fn, q, kk, v):
     return jnp.sum(fn(q, kk, v, seg, pos, seg, pos) * w)
 
-  ref = jax.grad(functools.partial(loss, reference.attention), argnums=(0, 1, 2))(q, kk, v)
-  blk = jax.grad(functools.partial(loss, functools.partial(blockwise.attention, causal=True,
-                                                           block_size=8)), argnums=(0, 1, 2))(q, kk, v)
+  # jitted: eagerly, every op of the backward pass would compile on its own
+  ref = jax.jit(jax.grad(functools.partial(loss, reference.attention), argnums=(0, 1, 2)))(q, kk, v)
+  blk = jax.jit(jax.grad(functools.partial(loss, functools.partial(blockwise.attention, causal=True,
+                                                                   block_size=8)),
+                         argnums=(0, 1, 2)))(q, kk, v)
   for a, b in zip(blk, ref):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
@@ -112,7 +114,7 @@ def test_model_loss_same_with_blockwise_and_reference_attention():
     graphdef, params = nnx.split(build.build(cfg.replace(attention_impl=impl)), nnx.Param)
     options = loss.LossOptions(chunk_size=128, remat=False)
     fn = lambda p: loss.lm_loss(nnx.merge(graphdef, p), batch, options)[0]
-    results.append(jax.value_and_grad(fn)(params))
+    results.append(jax.jit(jax.value_and_grad(fn))(params))   # one program, not op by op
   (l0, g0), (l1, g1) = results
   np.testing.assert_allclose(l1, l0, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
