@@ -49,9 +49,15 @@ def _model(cfg, params):
 
 def _logits(model, batch):
   """float32 logits of the vocabulary's ids (the padding ids' masked values left out)."""
-  logits, _ = model.logits(jnp.asarray(batch["tokens"]), jnp.asarray(batch["segment_ids"]),
-                           jnp.asarray(batch["positions"]))
+  logits = _jitted_logits(model, jnp.asarray(batch["tokens"]), jnp.asarray(batch["segment_ids"]),
+                          jnp.asarray(batch["positions"]))
   return np.asarray(logits, np.float32)[..., :model.cfg.vocab.size]
+
+
+@nnx.jit
+def _jitted_logits(model, tokens, segment_ids, positions):
+  """One compiled program (eagerly, every op of the model would compile on its own)."""
+  return model.logits(tokens, segment_ids, positions)[0]
 
 
 def _perplexity(logits, batch):
