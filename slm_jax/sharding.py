@@ -193,6 +193,16 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, named_sharding(ctx.mesh, axes, x.shape, ctx.rules))
 
 
+def batch_shards() -> int:
+  """How many shards the logical "batch" axis has in the current `activation_sharding` (1 outside)."""
+  ctx = _CONTEXT.get()
+  if ctx is None:
+    return 1
+  entry = logical_to_spec(("batch",), ctx.rules)[0]
+  axes = () if entry is None else (entry if isinstance(entry, tuple) else (entry,))
+  return math.prod(ctx.mesh.shape[a] for a in axes)
+
+
 # -- mesh ---------------------------------------------------------------------------------------
 def _resolve_shape(shape: Mapping[str, int], num_devices: int, what: str) -> tuple[int, ...]:
   sizes = [int(shape.get(a, 1)) for a in MESH_AXES]

@@ -14,12 +14,14 @@ with W the sum of loss_weights and W_speech the sum over positions whose target 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import gin
 import jax
 import jax.numpy as jnp
 
 from slm_jax.configuration import ConfigError
+from slm_jax.sharding import batch_shards
 from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
 from slm_jax.models.lm import SpeechTextLM
 
@@ -40,6 +42,11 @@ class LossOptions:
   # > 0: add the auxiliary CTC loss of ASR examples (models/ctc.py; needs ModelConfig.asr_ctc),
   # summed over labels and divided by W like the cross-entropy.
   asr_ctc_weight: float = 0.0
+  # Speech-channel heads ([D, K-1, C] per position: most of a dMel model's head work) evaluated
+  # only at positions whose target is speech: at most this fraction of each loss chunk's positions
+  # (per batch shard) is gathered; a chunk with more runs dense. The same loss either way
+  # (`_channel_ce_sums`); None = always dense.
+  channel_head_capacity: float | None = None
 
   def __post_init__(self):
     if self.z_loss_weight < 0 or self.channel_loss_weight < 0 or self.asr_ctc_weight < 0:
@@ -47,6 +54,9 @@ class LossOptions:
                         f"{self.z_loss_weight}, channel_loss_weight={self.channel_loss_weight}")
     if self.chunk_size < 1:
       raise ConfigError(f"LossOptions.chunk_size={self.chunk_size} must be >= 1")
+    if self.channel_head_capacity is not None and not 0 < self.channel_head_capacity <= 1:
+      raise ConfigError(f"LossOptions.channel_head_capacity={self.channel_head_capacity} must be "
+                        f"in (0, 1] (a fraction of each loss chunk's positions), or None")
 
 
 def loss_denominators(batch, vocab) -> dict:
@@ -76,8 +86,54 @@ def _num_chunks(b: int, l: int, chunk_size: int) -> int:
   return l // per_row
 
 
+def _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL):
+  """Summed cross-entropy per speech channel [K-1], the heads evaluated at every position."""
+  logits_BLKC = heads.channel_logits(h)
+  lse_BLK = jax.nn.logsumexp(logits_BLKC, axis=-1)
+  target_BLK = jnp.take_along_axis(logits_BLKC, target_codes_BLK[..., None], axis=-1)[..., 0]
+  return ((lse_BLK - target_BLK) * speech_w_BL[..., None]).sum((0, 1))
+
+
+def _channel_ce_sums(heads, h, target_codes_BLK, speech_w_BL, capacity: float | None):
+  """`_dense_channel_ce`, with the heads evaluated only where speech_w > 0 when that fits.
+
+  The chunk's rows split into G groups, one per shard of the batch axis (so every gather stays
+  on its device); each group's positions with a weighted speech target are gathered into
+  M = ceil(capacity x its positions) slots (unused slots weigh 0). When a group has more than M
+  such positions the chunk runs dense instead (`lax.cond`), so no target is ever dropped.
+  """
+  if capacity is None:
+    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+  b, l = speech_w_BL.shape
+  groups = math.gcd(b, batch_shards())
+  n = (b // groups) * l
+  m = max(1, math.ceil(capacity * n))
+  if m >= n:
+    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+
+  def grouped(x):   # [B, L, ...] -> [G, N, ...], N = (B / G) x L positions of a group
+    return x.reshape((groups, n) + x.shape[2:])
+
+  w_GN = grouped(speech_w_BL)
+  count_G = (w_GN > 0).sum(-1)
+
+  def compact(_):
+    idx_GM = jax.vmap(lambda mask: jnp.nonzero(mask, size=m, fill_value=0)[0])(w_GN > 0)
+    take = lambda x: jnp.take_along_axis(   # noqa: E731
+        x, idx_GM.reshape(idx_GM.shape + (1,) * (x.ndim - 2)), axis=1)
+    used_GM = jnp.arange(m)[None, :] < count_G[:, None]
+    w_GM = jnp.where(used_GM, take(w_GN), 0.0)
+    return _dense_channel_ce(heads, jax.tree.map(lambda x: take(grouped(x)), h),
+                             take(grouped(target_codes_BLK)), w_GM)
+
+  def dense(_):
+    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+
+  return jax.lax.cond(count_G.max() <= m, compact, dense, None)
+
+
 def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
-              remat: bool = True) -> dict:
+              remat: bool = True, channel_head_capacity: float | None = None) -> dict:
   """Weighted sums of per-position losses, bucketed by target modality and speech channel."""
   cfg = model.cfg
   b, l = batch["targets"].shape
@@ -110,11 +166,8 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
         "speech_ce": (ce * speech_w).sum(), "speech_weight": speech_w.sum(),
         "correct": ((jnp.argmax(logits_BLV, -1) == c["t"]) * w).sum(),
     }
-    if k_extra:
-      ch_logits_BLKC = heads.channel_logits(c["h"])                 # K-1 channels
-      ch_lse = jax.nn.logsumexp(ch_logits_BLKC, axis=-1)
-      ch_target = jnp.take_along_axis(ch_logits_BLKC, c["tc"][..., None], axis=-1)[..., 0]
-      out["channel_ce"] = ((ch_lse - ch_target) * speech_w[..., None]).sum((0, 1))   # [K-1]
+    if k_extra:   # [K-1]
+      out["channel_ce"] = _channel_ce_sums(heads, c["h"], c["tc"], speech_w, channel_head_capacity)
     return out
 
   if remat:
@@ -170,7 +223,8 @@ def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict
   """
   hidden_BLD = model(batch["tokens"], batch["segment_ids"], batch["positions"],
                      batch.get("speech_codes"))
-  sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat)
+  sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat,
+                   channel_head_capacity=options.channel_head_capacity)
   if denominators is None:
     denominators = loss_denominators(batch, model.cfg.vocab)
   loss = combine(sums, denominators, z_loss_weight=options.z_loss_weight,
