@@ -88,18 +88,109 @@ class GatedCrossAttention(nnx.Module):
     return (constrain(k_BLGE, ("batch", "length", "act_kv_heads", None)),
             constrain(v_BLGE, ("batch", "length", "act_kv_heads", None)))
 
+  def queries(self, x_BLD, order_BL):
+    """This tower's hidden states -> queries [B, L, H, E]."""
+    q_BLHE = rotary(self.query(self.query_norm(x_BLD)), order_BL, self.cfg.rope_theta)
+    return constrain(q_BLHE, ("batch", "length", "act_heads", None))
+
+  def gated(self, x_BLD, o_BLHE):
+    """x + tanh(gate) * out(attention output)."""
+    o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
+    gate = jnp.tanh(self.gate[...].astype(jnp.float32)).astype(x_BLD.dtype)
+    return constrain(x_BLD + gate * self.out(o_BLHE), ("batch", "length", "act_embed"))
+
   def __call__(self, x_BLD, q_segment_ids, q_order, k_BSGE, v_BSGE, kv_segment_ids, kv_order,
                causal: bool = False):
     """`causal` (static): keys and queries are the same row's positions (L = S, both streams
     aligned with the row), so within a segment the order increases with the index on both sides
     and the dispatch may skip key blocks after the query block (the results are the same)."""
-    q_BLHE = rotary(self.query(self.query_norm(x_BLD)), q_order, self.cfg.rope_theta)
-    q_BLHE = constrain(q_BLHE, ("batch", "length", "act_heads", None))
-    o_BLHE = dispatch.attention(q_BLHE, k_BSGE, v_BSGE, q_segment_ids, q_order, kv_segment_ids,
-                                kv_order, implementation=self.cfg.attention_impl, causal=causal)
-    o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
-    gate = jnp.tanh(self.gate[...].astype(jnp.float32)).astype(x_BLD.dtype)
-    return constrain(x_BLD + gate * self.out(o_BLHE), ("batch", "length", "act_embed"))
+    o_BLHE = dispatch.attention(self.queries(x_BLD, q_order), k_BSGE, v_BSGE, q_segment_ids,
+                                q_order, kv_segment_ids, kv_order,
+                                implementation=self.cfg.attention_impl, causal=causal)
+    return self.gated(x_BLD, o_BLHE)
+
+
+def paired_segment_ids(s: ZipperStreams):
+  """Segment ids under which one attention over the row does both towers' cross-attentions:
+  queries 2 * segment + (speech position), keys 2 * segment + (text position) (0: padding), so a
+  query sees exactly the keys of its document held by the other tower."""
+  seg_BL = s.text_segment_ids + s.speech_segment_ids
+  speech_BL = s.speech_BL.astype(seg_BL.dtype)
+  live_BL = seg_BL > 0
+  return (jnp.where(live_BL, 2 * seg_BL + speech_BL, 0),
+          jnp.where(live_BL, 2 * seg_BL + 1 - speech_BL, 0))
+
+
+def pairs_cross(text: ModelConfig, speech: ModelConfig) -> bool:
+  """Both towers' cross-attentions can run as one attention (same head layout and rotary)."""
+  return all(getattr(text, f) == getattr(speech, f) for f in
+             ("num_heads", "num_kv_heads", "head_dim", "rope_theta", "attention_impl", "dtype"))
+
+
+def paired_cross_attention(mods: dict, s: ZipperStreams, x: dict, sources: dict) -> dict:
+  """Both towers' cross-attentions at one fusion point as a single attention over the row.
+
+  The streams are aligned and disjoint: position i holds tower(i)'s query and the key of the
+  other tower's cross-attention (projected from tower(i)'s state, the source it reads). Under
+  `paired_segment_ids` each query sees the same keys as in its own tower's cross-attention, so
+  the results equal the two separate attentions while the [B, H, L, S] score work is done once.
+  `mods`, `x`, `sources`: per tower its cross-attention, its hidden state, the state it reads."""
+  speech_BL11 = s.speech_BL[:, :, None, None]
+  t, sp = mods["text"], mods["speech"]
+  theta = t.cfg.rope_theta
+  q_BLHE = jnp.where(speech_BL11, sp.query(sp.query_norm(x["speech"])),
+                     t.query(t.query_norm(x["text"])))
+  q_BLHE = constrain(rotary(q_BLHE, s.order, theta), ("batch", "length", "act_heads", None))
+  # The text tower's keys are read at speech positions (from the speech tower's state), the speech
+  # tower's at text positions.
+  st_BLD, ss_BLD = t.source_norm(sources["text"]), sp.source_norm(sources["speech"])
+  k_BLGE = rotary(jnp.where(speech_BL11, t.key(st_BLD), sp.key(ss_BLD)), s.order, theta)
+  v_BLGE = jnp.where(speech_BL11, t.value(st_BLD), sp.value(ss_BLD))
+  k_BLGE = constrain(k_BLGE, ("batch", "length", "act_kv_heads", None))
+  v_BLGE = constrain(v_BLGE, ("batch", "length", "act_kv_heads", None))
+  q_seg_BL, kv_seg_BL = paired_segment_ids(s)
+  o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, q_seg_BL, s.order, kv_seg_BL, s.order,
+                              implementation=t.cfg.attention_impl, causal=True)
+  # A tower's positions outside its stream see no key in its own cross-attention: output zero.
+  return {"text": t.gated(x["text"], jnp.where(speech_BL11, 0, o_BLHE)),
+          "speech": sp.gated(x["speech"], jnp.where(speech_BL11, o_BLHE, 0))}
+
+
+def paired_block(blocks: dict, s: ZipperStreams, x: dict) -> dict:
+  """One decoder layer of both towers (`models/block.py`'s DecoderBlock, per tower `blocks`,
+  states `x`) with the two self-attentions as one attention over the row.
+
+  Position i holds tower(i)'s query, key and value (rotary at its stream position); segment ids
+  2 * segment + (speech position) keep each tower's positions to themselves, and the unified
+  order is causal within a stream as the stream position is. Each tower's positions see the same
+  keys as in its own self-attention, and its other positions (no key visible there) get zero, so
+  the results equal the two blocks run separately while the score work is done once. Everything
+  else (norms, projections, MLPs) is each tower's own, over the row as before."""
+  speech_BL = s.speech_BL
+  speech_BL11 = speech_BL[:, :, None, None]
+  a = {t: blocks[t].attn for t in TOWERS}
+  cfg = a["text"].cfg
+  n = {t: blocks[t].attn_norm(x[t]) for t in TOWERS}
+  pick = lambda proj: jnp.where(speech_BL11, getattr(a["speech"], proj)(n["speech"]),  # noqa: E731
+                                getattr(a["text"], proj)(n["text"]))
+  positions_BL = s.text_positions + s.speech_positions      # each is 0 off its own stream
+  q_BLHE = constrain(rotary(pick("query"), positions_BL, cfg.rope_theta),
+                     ("batch", "length", "act_heads", None))
+  k_BLGE = constrain(rotary(pick("key"), positions_BL, cfg.rope_theta),
+                     ("batch", "length", "act_kv_heads", None))
+  v_BLGE = constrain(pick("value"), ("batch", "length", "act_kv_heads", None))
+  seg_BL = s.text_segment_ids + s.speech_segment_ids
+  seg_BL = jnp.where(seg_BL > 0, 2 * seg_BL + speech_BL.astype(seg_BL.dtype), 0)
+  o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, seg_BL, s.order, seg_BL, s.order,
+                              implementation=cfg.attention_impl, causal=True)
+  o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
+  out = {}
+  for t, mine_BL11 in (("text", ~speech_BL11), ("speech", speech_BL11)):
+    blk = blocks[t]
+    y_BLD = x[t] + a[t].out(jnp.where(mine_BL11, o_BLHE, 0))
+    y_BLD = y_BLD + blk.mlp(blk.mlp_norm(y_BLD))
+    out[t] = constrain(y_BLD, ("batch", "length", "act_embed"))
+  return out
 
 
 @flax.struct.dataclass
@@ -207,20 +298,54 @@ def cross_remat_policy(policy: str) -> str:
   return "none" if policy == "none" else "full"
 
 
-def run_plan(plan, needed, h: dict, layers, cross) -> dict:
+def pair_towers(plan) -> tuple:
+  """The plan with adjacent ops of the two towers merged: two cross-attentions into one
+  ("cross2", {tower: (c, depth)}) op, runs of the same layers [i, j) into ("run2", i, j). Both are
+  independent: a cross-attention reads a saved state of the other tower and writes its own, a
+  run reads and writes its own tower's state."""
+  out, i = [], 0
+  while i < len(plan):
+    op = plan[i]
+    nxt = plan[i + 1] if i + 1 < len(plan) else None
+    if op[0] == "cross" and nxt is not None and nxt[0] == "cross" and nxt[1] != op[1]:
+      out.append(("cross2", {op[1]: op[2:], nxt[1]: nxt[2:]}))
+      i += 2
+    elif op[0] == "run" and nxt is not None and nxt[0] == "run" and nxt[1] != op[1] \
+        and nxt[2:] == op[2:]:
+      out.append(("run2",) + op[2:])
+      i += 2
+    else:
+      out.append(op)
+      i += 1
+  return tuple(out)
+
+
+def run_plan(plan, needed, h: dict, layers, cross, layers2=None, cross2=None) -> dict:
   """Executes a fusion plan from the towers' states `h`: `layers(t, i, j, x)` runs layers [i, j)
-  of tower t, `cross(t, c, x, source)` its c-th cross-attention over the other tower's state."""
+  of tower t, `cross(t, c, x, source)` its c-th cross-attention over the other tower's state;
+  the merged ops of `pair_towers`: `layers2(i, j, x)` runs layers [i, j) of both towers,
+  `cross2(cs, x, sources)` both towers' cross-attentions (per tower: c, state, source)."""
   h = dict(h)
   saved = {t: ({0: h[t]} if 0 in needed[t] else {}) for t in TOWERS}
   for op in plan:
-    if op[0] == "run":
-      _, t, i, j = op
-      h[t] = layers(t, i, j, h[t])
-      if j in needed[t]:
-        saved[t][j] = h[t]
-    else:
+    if op[0] in ("run", "run2"):
+      if op[0] == "run":
+        _, t, i, j = op
+        h[t] = layers(t, i, j, h[t])
+        ran = (t,)
+      else:
+        _, i, j = op
+        h = layers2(i, j, h)
+        ran = TOWERS
+      for t in ran:
+        if j in needed[t]:
+          saved[t][j] = h[t]
+    elif op[0] == "cross":
       _, t, c, src = op
       h[t] = cross(t, c, h[t], saved[other(t)][src])
+    else:
+      cs = {t: c for t, (c, _) in op[1].items()}
+      h = cross2(cs, h, {t: saved[other(t)][src] for t, (_, src) in op[1].items()})
   return h
 
 
@@ -230,6 +355,10 @@ class ZipperLM(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
+    # Training runs both towers' cross-attentions at one fusion point as one attention
+    # (`paired_cross_attention`) where their head layouts match; False: always one per tower
+    # (the same numbers; tests compare the two).
+    self.pair_cross = True
     tc, sc = cfg.tower("text"), cfg.tower("speech")
     self.text = SpeechTextLM(tc, rngs=rngs)
     self.text.towers.speech_channels = None      # the text tower reads no speech frames
@@ -346,17 +475,21 @@ class _Layers:
 
   def __init__(self, model: ZipperLM, s: ZipperStreams):
     self.model, self.s = model, s
+    self.pair = model.pair_cross and pairs_cross(model.cfg.tower("text"), model.cfg.tower("speech"))
 
   def run(self, h: dict) -> dict:
     model = self.model
     depths, every = model.depths(), model.every()
     periods = fusion_periods(depths, every) if model.cfg.scan_layers else 1
     plan, needed = fusion_plan(tuple(n // periods for n in depths), every)
+    plan = pair_towers(plan) if self.pair else plan
     blocks = {t: nnx.split(model.tower(t).decoder.blocks) for t in TOWERS}
     crosses = {t: self._stacked_crosses(t) for t in TOWERS}
     if periods == 1:
       return run_plan(plan, needed, h, lambda t, i, j, x: self.layers(t, blocks[t], i, j, x),
-                      lambda t, c, x, src: self.cross(t, crosses[t], c, x, src))
+                      lambda t, c, x, src: self.cross(t, crosses[t], c, x, src),
+                      lambda i, j, x: self.layers2(blocks, i, j, x),
+                      lambda cs, x, src: self.cross2(crosses, cs, x, src))
     per_period = lambda a: a.reshape(periods, a.shape[0] // periods, *a.shape[1:])  # noqa: E731
     xs = {t: (jax.tree.map(per_period, blocks[t][1]),
               None if crosses[t] is None else jax.tree.map(per_period, crosses[t][1]))
@@ -365,8 +498,11 @@ class _Layers:
     def period(h, xs):
       return run_plan(plan, needed, h,
                       lambda t, i, j, x: self.layers(t, (blocks[t][0], xs[t][0]), i, j, x),
-                      lambda t, c, x, src: self.cross(t, (crosses[t][0], xs[t][1]), c, x, src)
-                      ), None
+                      lambda t, c, x, src: self.cross(t, (crosses[t][0], xs[t][1]), c, x, src),
+                      lambda i, j, x: self.layers2({t: (blocks[t][0], xs[t][0]) for t in TOWERS},
+                                                   i, j, x),
+                      lambda cs, x, src: self.cross2({t: (crosses[t][0], xs[t][1]) for t in TOWERS},
+                                                     cs, x, src)), None
     return jax.lax.scan(period, h, xs)[0]
 
   def _stacked_crosses(self, t):
@@ -384,6 +520,22 @@ class _Layers:
                            lambda block, x, _: (block(x, seg, pos), None))
     return x_BLD
 
+  def layers2(self, blocks, i, j, x: dict) -> dict:
+    """Layers [i, j) of both towers, each layer as `paired_block`."""
+    cfg = self.model.cfg
+    parts = {t: jax.tree.map(lambda a: a[i:j], blocks[t][1]) for t in TOWERS}
+
+    def layer(x, states):
+      mods = {t: nnx.merge(blocks[t][0], states[t]) for t in TOWERS}
+      return paired_block(mods, self.s, x), None
+
+    layer = remat(layer, cfg.remat_policy)
+    if cfg.scan_layers:
+      return jax.lax.scan(layer, x, parts)[0]
+    for n in range(j - i):
+      x, _ = layer(x, jax.tree.map(lambda a, n=n: a[n], parts))
+    return x
+
   def cross(self, t, crosses, c, x_BLD, source_BLD):
     s, o = self.s, other(t)
     graphdef, stacked = crosses
@@ -395,6 +547,15 @@ class _Layers:
       return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order,
                  causal=True)
     return remat(apply, cross_remat_policy(self.model.cfg.remat_policy))(state, x_BLD, source_BLD)
+
+  def cross2(self, crosses, cs: dict, x: dict, sources: dict) -> dict:
+    """Both towers' cross-attentions `cs` (tower -> index) as one attention."""
+    states = {t: jax.tree.map(lambda a, c=c: a[c], crosses[t][1]) for t, c in cs.items()}
+
+    def apply(states, x, sources):
+      mods = {t: nnx.merge(crosses[t][0], states[t]) for t in TOWERS}
+      return paired_cross_attention(mods, self.s, x, sources)
+    return remat(apply, cross_remat_policy(self.model.cfg.remat_policy))(states, x, sources)
 
 
 class _CachedLayers:

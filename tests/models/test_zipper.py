@@ -10,7 +10,8 @@ from slm_jax.configuration import ConfigError
 from slm_jax.data.zipper_streams import zipper_streams
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.zipper import fusion_periods, fusion_plan
+from slm_jax.models.zipper import fusion_periods, fusion_plan, pair_towers
+from slm_jax.models.zipper_config import TowerConfig
 from zipper_testing import randomize, tiny_zipper, zipper_batch
 
 
@@ -80,6 +81,43 @@ def test_the_scan_over_periods_equals_the_unrolled_plan(text, speech):
   batch = zipper_batch(scanned.cfg)
   (loss_a, _), grads_a = loss_and_grads(scanned, batch)
   (loss_b, _), grads_b = loss_and_grads(unrolled, batch)
+  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
+  ga, gb = flat(grads_a), flat(grads_b)
+  assert ga.keys() == gb.keys()
+  for k in ga:
+    np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("scan,impl", [(True, "xla_blockwise"), (False, "xla"),
+                                       pytest.param(True, "pallas", marks=pytest.mark.slow)])
+def test_paired_towers_equal_each_tower_run_alone(scan, impl):
+  """Towers of one head layout run each layer's two self-attentions, and the two cross-attentions
+  of a fusion point, as one attention over the row (`paired_block`, `paired_cross_attention`):
+  the same loss and gradients as one attention per tower, padding and packed documents included.
+  Blockwise with 8-position blocks, so that it skips blocks under the paired segment ids."""
+  import gin  # pylint: disable=import-outside-toplevel
+  base = tiny_zipper(scan_layers=scan, attention_impl=impl)
+  cfg = ModelConfig(**{**base.__dict__, "zipper_text": TowerConfig(2, 32, 4, 2, 8, 64, 1, True),
+                       "zipper_speech": TowerConfig(2, 24, 4, 2, 8, 48, 1, True)})
+  paired = randomize(build(cfg), gate=0.6)
+  alone = build(cfg)
+  copy_params(paired, alone)
+  alone.pair_cross = False
+  plan = pair_towers(fusion_plan((1, 1) if scan else (2, 2), (1, 1))[0])
+  assert {op[0] for op in plan} >= {"run2", "cross2"}
+  batch = zipper_batch(cfg, l=32)
+  pad = np.arange(32) >= 27               # row 1 ends in padding
+  batch["segment_ids"] = batch["segment_ids"].at[1].set(np.where(pad, 0, batch["segment_ids"][1]))
+  batch["positions"] = batch["positions"].at[1].set(np.where(pad, 0, batch["positions"][1]))
+  batch["loss_weights"] = batch["loss_weights"].at[1].set(np.where(pad, 0, batch["loss_weights"][1]))
+  with gin.unlock_config():
+    gin.bind_parameter("blockwise_attention.block_size", 8)
+  try:
+    (loss_a, _), grads_a = loss_and_grads(paired, batch)
+    (loss_b, _), grads_b = loss_and_grads(alone, batch)
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("blockwise_attention.block_size", 128)
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
   ga, gb = flat(grads_a), flat(grads_b)
   assert ga.keys() == gb.keys()
