@@ -91,6 +91,20 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
   return proc.stdout if capture else ""
 
 
+def _run_together(jobs: list[tuple[str, str, list[str]]]) -> None:
+  """Runs (what, module, args) commands side by side (one per core); fails like `_run`."""
+  procs = []
+  for what, module, args in jobs:
+    cmd = [sys.executable, "-m", module] + args
+    print(f"$ {' '.join(cmd[2:])}", flush=True)
+    procs.append((what, subprocess.Popen(cmd, text=True)))
+  failed = [(what, p.wait()) for what, p in procs]
+  failed = [(what, rc) for what, rc in failed if rc]
+  if failed:
+    raise SystemExit(f"demo: {failed[0][0]} failed (exit {failed[0][1]}); fix the error above and "
+                     "rerun `make demo` (finished stages are kept)")
+
+
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
                  sentences: int = 3000) -> list[str]:
@@ -138,13 +152,19 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
   for b in task_bindings:
     gin_args += ["--gin_param", b]
   with Stage("caches", timings):
+    # Both splits at once: each process spends its first ~20 s importing seqio and TensorFlow
+    # on one core, and the validation split is small, so side by side they take about as long
+    # as the train split alone.
+    jobs = []
     for split in ("train", "validation"):
       out = os.path.join(cache_root, split)
       if not os.path.exists(os.path.join(out, "mixture.json")):
-        _run(f"caching {MIXTURE} ({split})", "slm_jax.tools.data",
-             gin_args + ["cache", "--task", MIXTURE, "--split", split, "--out", out, "--quiet"])
+        jobs.append((f"caching {MIXTURE} ({split})", "slm_jax.tools.data",
+                     gin_args + ["cache", "--task", MIXTURE, "--split", split, "--out", out,
+                                 "--quiet"]))
       else:
         print(f"cache present at {out}")
+    _run_together(jobs)
   # Training also transcribes held-out utterances every few hundred steps (ASR CER curves).
   return bindings + [
       f"DEMO_ASR_MANIFEST = '{os.path.join(corpus_dir, 'manifest_validation.jsonl')}'",

@@ -101,3 +101,18 @@ def test_capacity_out_of_range_is_a_config_error():
   for bad in (0.0, 1.5, -0.1):
     with pytest.raises(ConfigError, match="channel_head_capacity"):
       loss_lib.LossOptions(channel_head_capacity=bad)
+
+
+def test_zipper_heads_same_loss_and_gradients():
+  """The Zipper's hidden states are a pytree of both towers: gathered the same way."""
+  from zipper_testing import randomize, tiny_zipper, zipper_batch  # pylint: disable=import-outside-toplevel
+  cfg = tiny_zipper()
+  model = randomize(make(cfg))
+  batch = zipper_batch(cfg, seed=2, b=2, l=32)
+  ref_loss, ref_sums, ref_grads = _loss_and_grads(model, batch, None)
+  loss, sums, grads = _loss_and_grads(model, batch, 0.7)
+  np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(sums["channel_ce"]), np.asarray(ref_sums["channel_ce"]),
+                             rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                       atol=1e-7), grads, ref_grads)
