@@ -12,6 +12,12 @@ Cross-attention follows the (segment, order) contract with the unified position 
 position of one tower sees the other tower's positions of its document strictly before it in the
 interleaved row, so ASR, TTS and interleaved rows are causal across the streams.
 
+When the towers share one head layout (heads, kv heads, head dim), training runs each layer's two
+self-attentions as one attention over the row, and the two cross-attentions of a fusion point as
+another (`paired_block`, `paired_cross_attention`): the streams are aligned and disjoint, so each
+position holds its own tower's query, key and value, and segment ids keep each query to the keys
+its own attention would see. Same numbers, half the [B, H, L, S] score work.
+
 Which tower's hidden state predicts the next token is the tower of the input position: `heads`
 selects per position between the two towers' heads (both over the unified vocabulary; the speech
 tower's also over speech channels 1..K-1; the optional CTC head, `ModelConfig.asr_ctc`, is the
@@ -121,8 +127,9 @@ def paired_segment_ids(s: ZipperStreams):
           jnp.where(live_BL, 2 * seg_BL + 1 - speech_BL, 0))
 
 
-def pairs_cross(text: ModelConfig, speech: ModelConfig) -> bool:
-  """Both towers' cross-attentions can run as one attention (same head layout and rotary)."""
+def towers_pair(text: ModelConfig, speech: ModelConfig) -> bool:
+  """The towers' attentions can run as one (`paired_block`, `paired_cross_attention`): the same
+  head layout, rotary, kernel and dtype."""
   return all(getattr(text, f) == getattr(speech, f) for f in
              ("num_heads", "num_kv_heads", "head_dim", "rope_theta", "attention_impl", "dtype"))
 
@@ -299,24 +306,34 @@ def cross_remat_policy(policy: str) -> str:
 
 
 def pair_towers(plan) -> tuple:
-  """The plan with adjacent ops of the two towers merged: two cross-attentions into one
-  ("cross2", {tower: (c, depth)}) op, runs of the same layers [i, j) into ("run2", i, j). Both are
-  independent: a cross-attention reads a saved state of the other tower and writes its own, a
-  run reads and writes its own tower's state."""
-  out, i = [], 0
-  while i < len(plan):
-    op = plan[i]
-    nxt = plan[i + 1] if i + 1 < len(plan) else None
-    if op[0] == "cross" and nxt is not None and nxt[0] == "cross" and nxt[1] != op[1]:
-      out.append(("cross2", {op[1]: op[2:], nxt[1]: nxt[2:]}))
-      i += 2
-    elif op[0] == "run" and nxt is not None and nxt[0] == "run" and nxt[1] != op[1] \
-        and nxt[2:] == op[2:]:
+  """The plan with ops of the two towers merged where they can run together: two cross-attentions
+  into one ("cross2", {tower: (c, depth)}) op, runs of the same layers [i, j) into ("run2", i, j).
+
+  An op of tower t pairs with the next op of the other tower o when only ops of t lie between
+  them; the o op then moves up to the t op. That is safe: a run reads and writes its own tower's
+  state, and a cross-attention writes its own and reads a saved state of the other tower, so the o
+  op commutes with the t ops it passes unless it is a cross-attention reading a state of t that
+  they (or the t op itself) save, which is checked."""
+  plan, out = list(plan), []
+  reached = {t: {0} for t in TOWERS}       # depths each tower's emitted runs have saved
+  while plan:
+    op = plan.pop(0)
+    t = op[1]
+    k = next((n for n, later in enumerate(plan) if later[1] != t), None)
+    mate = None if k is None else plan[k]
+    if mate is not None and mate[0] == op[0] == "run" and mate[2:] == op[2:]:
       out.append(("run2",) + op[2:])
-      i += 2
-    else:
-      out.append(op)
-      i += 1
+      del plan[k]
+      for u in TOWERS:
+        reached[u].add(op[3])
+      continue
+    if mate is not None and mate[0] == op[0] == "cross" and mate[3] in reached[t]:
+      out.append(("cross2", {t: op[2:], mate[1]: mate[2:]}))
+      del plan[k]
+      continue
+    if op[0] == "run":
+      reached[t].add(op[3])
+    out.append(op)
   return tuple(out)
 
 
@@ -355,10 +372,10 @@ class ZipperLM(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    # Training runs both towers' cross-attentions at one fusion point as one attention
-    # (`paired_cross_attention`) where their head layouts match; False: always one per tower
-    # (the same numbers; tests compare the two).
-    self.pair_cross = True
+    # Training runs the two towers' self-attentions of a layer, and their cross-attentions of a
+    # fusion point, as one attention each where the head layouts match (`towers_pair`); False:
+    # one attention per tower (the same numbers; tests compare the two).
+    self.paired = True
     tc, sc = cfg.tower("text"), cfg.tower("speech")
     self.text = SpeechTextLM(tc, rngs=rngs)
     self.text.towers.speech_channels = None      # the text tower reads no speech frames
@@ -475,7 +492,7 @@ class _Layers:
 
   def __init__(self, model: ZipperLM, s: ZipperStreams):
     self.model, self.s = model, s
-    self.pair = model.pair_cross and pairs_cross(model.cfg.tower("text"), model.cfg.tower("speech"))
+    self.pair = model.paired and towers_pair(model.cfg.tower("text"), model.cfg.tower("speech"))
 
   def run(self, h: dict) -> dict:
     model = self.model

@@ -10,8 +10,8 @@ from slm_jax.configuration import ConfigError
 from slm_jax.data.zipper_streams import zipper_streams
 from slm_jax.models.build import build
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.zipper import fusion_periods, fusion_plan, pair_towers
-from slm_jax.models.zipper_config import TowerConfig
+from slm_jax.models.zipper import fusion_periods, fusion_plan, pair_towers, run_plan
+from slm_jax.models.zipper_config import TOWERS, TowerConfig
 from zipper_testing import randomize, tiny_zipper, zipper_batch
 
 
@@ -58,6 +58,35 @@ def test_fusion_plan_runs_every_layer_and_cross_once_in_dependency_order(depths,
                      "speech": depths[1] // every[1] if every[1] else 0}
 
 
+@pytest.mark.parametrize("depths,every", [
+    ((4, 4), (1, 1)), ((4, 2), (1, 1)), ((6, 2), (1, 1)), ((4, 4), (2, 1)), ((2, 3), (1, 2)),
+    ((3, 5), (0, 1)), ((4, 4), (1, 0)), ((5, 3), (2, 3)), ((8, 4), (2, 2))])
+def test_the_paired_plan_computes_what_the_plan_computes(depths, every):
+  """pair_towers only merges and reorders independent ops: run symbolically, every tower's final
+  state is the same expression."""
+  plan, needed = fusion_plan(depths, every)
+  layers = lambda t, i, j, x: f"{t}[{i}:{j}]({x})"  # noqa: E731
+  cross = lambda t, c, x, src: f"{t}x{c}({x}, {src})"  # noqa: E731
+  calls = []
+
+  def layers2(i, j, h):
+    calls.append("run2")
+    return {t: layers(t, i, j, h[t]) for t in TOWERS}
+
+  def cross2(cs, h, sources):
+    calls.append("cross2")
+    assert set(cs) == set(TOWERS)
+    return {t: cross(t, cs[t], h[t], sources[t]) for t in TOWERS}
+  start = {t: t for t in TOWERS}
+  paired = pair_towers(plan)
+  assert run_plan(paired, needed, start, layers, cross, layers2, cross2) == \
+      run_plan(plan, needed, start, layers, cross)
+  if every == (1, 1) and depths[0] == depths[1]:      # every layer and every cross pairs
+    assert calls == ["run2", "cross2"] * depths[0]
+  if (depths, every) == ((4, 2), (1, 1)):             # the speech layers pair, crosses partly
+    assert calls == ["run2", "cross2", "cross2"]
+
+
 @pytest.mark.parametrize("depths,every,periods", [
     ((4, 4), (1, 1), 4), ((4, 4), (2, 2), 2), ((4, 4), (1, 2), 2), ((4, 2), (2, 1), 2),
     ((4, 4), (4, 4), 1), ((4, 4), (1, 0), 4), ((2, 3), (1, 2), 1), ((3, 5), (0, 1), 1),
@@ -102,7 +131,7 @@ def test_paired_towers_equal_each_tower_run_alone(scan, impl):
   paired = randomize(build(cfg), gate=0.6)
   alone = build(cfg)
   copy_params(paired, alone)
-  alone.pair_cross = False
+  alone.paired = False
   plan = pair_towers(fusion_plan((1, 1) if scan else (2, 2), (1, 1))[0])
   assert {op[0] for op in plan} >= {"run2", "cross2"}
   batch = zipper_batch(cfg, l=32)
