@@ -117,6 +117,13 @@ def test_the_scan_over_periods_equals_the_unrolled_plan(text, speech):
     np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
+def _one_head_layout(**kw):
+  """Towers of different widths and the same head layout (4 heads, 2 kv heads, head dim 8)."""
+  base = tiny_zipper(**kw)
+  return ModelConfig(**{**base.__dict__, "zipper_text": TowerConfig(2, 32, 4, 2, 8, 64, 1, True),
+                        "zipper_speech": TowerConfig(2, 24, 4, 2, 8, 48, 1, True)})
+
+
 @pytest.mark.parametrize("scan,impl", [(True, "xla_blockwise"), (False, "xla"),
                                        pytest.param(True, "pallas", marks=pytest.mark.slow)])
 def test_paired_towers_equal_each_tower_run_alone(scan, impl):
@@ -125,9 +132,7 @@ def test_paired_towers_equal_each_tower_run_alone(scan, impl):
   the same loss and gradients as one attention per tower, padding and packed documents included.
   Blockwise with 8-position blocks, so that it skips blocks under the paired segment ids."""
   import gin  # pylint: disable=import-outside-toplevel
-  base = tiny_zipper(scan_layers=scan, attention_impl=impl)
-  cfg = ModelConfig(**{**base.__dict__, "zipper_text": TowerConfig(2, 32, 4, 2, 8, 64, 1, True),
-                       "zipper_speech": TowerConfig(2, 24, 4, 2, 8, 48, 1, True)})
+  cfg = _one_head_layout(scan_layers=scan, attention_impl=impl)
   paired = randomize(build(cfg), gate=0.6)
   alone = build(cfg)
   copy_params(paired, alone)
@@ -152,6 +157,37 @@ def test_paired_towers_equal_each_tower_run_alone(scan, impl):
   assert ga.keys() == gb.keys()
   for k in ga:
     np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def test_paired_towers_sharded_equal_each_tower_run_alone_unsharded():
+  """On a data x fsdp x tensor mesh (both towers' parameters sharded by their logical axes)."""
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
+  from slm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from slm_jax.models.loss import LossOptions, lm_loss  # pylint: disable=import-outside-toplevel
+  cfg = _one_head_layout()
+  paired = randomize(build(cfg), gate=0.5)
+  alone = build(cfg)
+  copy_params(paired, alone)
+  alone.paired = False
+  batch = zipper_batch(cfg, b=4)
+  (want, _), want_grads = loss_and_grads(alone, batch)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, devices=jax.devices()[:8])
+  rules = sharding.logical_axis_rules()
+  graphdef, state = nnx.split(paired)
+  shardings = sharding.state_shardings(state, mesh, rules)
+  assert any(not x.is_fully_replicated for x in jax.tree.leaves(shardings))
+
+  def step(state, batch):     # traced here, under the mesh's activation rules
+    with sharding.activation_sharding(mesh, rules):
+      return jax.value_and_grad(lambda st: lm_loss(nnx.merge(graphdef, st), batch, LossOptions()),
+                                has_aux=True)(state)
+  (got, _), got_grads = jax.jit(step)(jax.device_put(state, shardings),
+                                      jax.device_put(batch, NamedSharding(mesh, PartitionSpec(("data", "fsdp")))))
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+  ga, gb = flat(got_grads), flat(want_grads)
+  assert ga.keys() == gb.keys()
+  for k in ga:
+    np.testing.assert_allclose(ga[k], gb[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 def test_zipper_config_errors():
