@@ -107,7 +107,7 @@ def _run_together(jobs: list[tuple[str, str, list[str]]]) -> None:
 
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
-                 sentences: int = 3000) -> list[str]:
+                 sentences: int = 4500) -> list[str]:
   """Corpus, tokenizers and caches; returns the gin bindings that point training at them."""
   with Stage("corpus", timings):
     if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--corpus_dir", default="data/demo_corpus",
                  help="where the demo corpus, its tokenizers and caches live")
-  p.add_argument("--sentences", type=int, default=3000,
+  p.add_argument("--sentences", type=int, default=4500,
                  help="fortunes sentences in a new corpus, one flite reading each (make demo-long: "
                       "8000, in its own corpus_dir)")
   p.add_argument("--miniature", action="store_true",
