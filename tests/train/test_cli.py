@@ -21,6 +21,9 @@ TINY = [
     "learning_rate_schedule.peak_learning_rate=1e-2",
 ]
 FILES = ["models/tiny.gin", "runs/pretrain.gin"]
+# A stated peak spares each training process the host's matmul measurement (metrics.peak_flops);
+# test_slm_train_end_to_end still measures it.
+STATED_PEAK = "peak_flops.override_per_device=1e11"
 
 
 def _cli(workdir, params=(), devices=8, extra=(), **popen):
@@ -70,7 +73,7 @@ def _free_port():
 def test_two_processes_train_like_one(tmp_path):
   mesh = ["make_mesh.ici_shape={'data': 2, 'fsdp': -1}"]
   port = _free_port()
-  procs = [_cli(tmp_path / "two", mesh, devices=4, extra=[
+  procs = [_cli(tmp_path / "two", mesh + [STATED_PEAK], devices=4, extra=[
       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"])
            for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -91,7 +94,7 @@ def test_kill_at_any_moment_then_rerun_continues_bitwise(tmp_path):
   """SIGKILL mid-run (checkpoints every step, so usually mid-save), rerun: same loss curve."""
   import signal
   import time
-  params = ["TOTAL_STEPS=10", "CheckpointOptions.save_every=1", "train.eval_every=0"]
+  params = ["TOTAL_STEPS=10", "CheckpointOptions.save_every=1", "train.eval_every=0", STATED_PEAK]
   ref = _cli(tmp_path / "ref", params)
   out, _ = ref.communicate(timeout=600)
   assert ref.returncode == 0, out
