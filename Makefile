@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
 WORKDIR ?= runs/demo
 TEST_ARGS ?=
@@ -24,20 +25,28 @@ apt:
 	fi
 
 # extras: test (pytest), torch (parity tests), asr (pocketsphinx), tensorboard (the viewer the
-# demo summary names).
+# demo summary names). The demo needs only asr and tensorboard (no torch: a faster first run);
+# the full install serves both.
 $(STAMP): setup.py | apt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slm_jax needs Python >= 3.11"'
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,torch,asr,tensorboard]'
+	touch $@ $(DEMO_STAMP)
+
+$(DEMO_STAMP): setup.py | apt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slm_jax needs Python >= 3.11"'
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[asr,tensorboard]'
 	touch $@
 
 # The main job: corpus, tokenizers, caches, training, evaluation, export, generation, report.
-demo: apt $(STAMP)
+demo: apt $(DEMO_STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
 # The same recipe trained 2x longer on a corpus of 8,000 sentences (about 45 minutes on 2 cores).
-demo-long: apt $(STAMP)
+demo-long: apt $(DEMO_STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
 	  --corpus_dir=data/demo_corpus_long --sentences=8000
 
