@@ -3,8 +3,8 @@
     slm-sweep --config configs/sweeps/zipper_demo.py --root runs/zipper_sweep [--corpus DIR]
 
 The base is the demo recipe (configs/runs/demo.gin: dMel 50 Hz x 4, ASR + TTS + 0.25 text LM, the
-auxiliary CTC loss) on a much shorter schedule (SCHEDULE: 120 steps of 8 x 256 instead of 480 of
-16 x 256, no evaluation during training, one checkpoint at the end), so that the six runs and the
+auxiliary CTC loss) on a much shorter schedule (SCHEDULE: 120 steps of 8 x 256 instead of 960 of
+8 x 256, no evaluation during training, one checkpoint at the end), so that the six runs and the
 text LM fit in about half an hour on 2 shared CPU cores.
 Every run keeps the CTC head (a Zipper's is on its speech tower). Rows:
 
