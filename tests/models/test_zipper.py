@@ -15,6 +15,14 @@ from slm_jax.models.zipper_config import TOWERS, TowerConfig
 from zipper_testing import randomize, tiny_zipper, zipper_batch
 
 
+def _assert_same_grads(grads_a, grads_b, rtol, atol):
+  """Every parameter's gradient equal (same paths, within tolerance)."""
+  ga, gb = flat(grads_a), flat(grads_b)
+  assert ga.keys() == gb.keys()
+  for k in ga:
+    np.testing.assert_allclose(ga[k], gb[k], rtol=rtol, atol=atol, err_msg=k)
+
+
 def _hidden(model, batch):
   return nnx.jit(lambda m, t, s, p, c: m(t, s, p, c))(
       model, batch["tokens"], batch["segment_ids"], batch["positions"], batch.get("speech_codes"))
@@ -111,10 +119,7 @@ def test_the_scan_over_periods_equals_the_unrolled_plan(text, speech):
   (loss_a, _), grads_a = loss_and_grads(scanned, batch)
   (loss_b, _), grads_b = loss_and_grads(unrolled, batch)
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
-  ga, gb = flat(grads_a), flat(grads_b)
-  assert ga.keys() == gb.keys()
-  for k in ga:
-    np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
+  _assert_same_grads(grads_a, grads_b, rtol=2e-5, atol=2e-6)
 
 
 def _one_head_layout(**kw):
@@ -153,10 +158,7 @@ def test_paired_towers_equal_each_tower_run_alone(scan, impl):
     with gin.unlock_config():
       gin.bind_parameter("blockwise_attention.block_size", 128)
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
-  ga, gb = flat(grads_a), flat(grads_b)
-  assert ga.keys() == gb.keys()
-  for k in ga:
-    np.testing.assert_allclose(ga[k], gb[k], rtol=2e-5, atol=2e-6, err_msg=k)
+  _assert_same_grads(grads_a, grads_b, rtol=2e-5, atol=2e-6)
 
 
 def test_paired_towers_sharded_equal_each_tower_run_alone_unsharded():
@@ -184,10 +186,7 @@ def test_paired_towers_sharded_equal_each_tower_run_alone_unsharded():
   (got, _), got_grads = jax.jit(step)(jax.device_put(state, shardings),
                                       jax.device_put(batch, NamedSharding(mesh, PartitionSpec(("data", "fsdp")))))
   np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
-  ga, gb = flat(got_grads), flat(want_grads)
-  assert ga.keys() == gb.keys()
-  for k in ga:
-    np.testing.assert_allclose(ga[k], gb[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  _assert_same_grads(got_grads, want_grads, rtol=1e-4, atol=1e-6)
 
 
 def test_zipper_config_errors():
