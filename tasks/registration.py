@@ -5,20 +5,23 @@ vocabulary and corpus folder are resolved when a dataset is requested, so gin ca
 them after `import slm_jax.tasks`. Re-registering a name replaces it (re-imports and reloads
 never crash).
 
-A task `<prefix>_<template>` runs: source -> tokenize_utterance (contract 1 -> 2) ->
-apply_template (2 -> 3). Templates and apply_template are built inside `gin.config_scope(task
+A task `<prefix>_<template>` runs: source -> select_speakers (utterance tasks) ->
+tokenize_utterance (contract 1 -> 2) -> apply_template (2 -> 3). Templates and apply_template are built inside `gin.config_scope(task
 name)`, so one task can be tuned alone, e.g. `demo_interleaved_span/SpanInterleave.speech_fraction
-= 0.3` or `demo_asr/apply_template.max_length = 512`.
+= 0.3`, `demo_asr/apply_template.max_length = 512` or `demo_tts/select_speakers.speakers =
+('kal16',)` (a single-voice TTS task over a multi-voice corpus).
 """
 from __future__ import annotations
 
 import functools
+import re
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 import gin
 import numpy as np
 import seqio
 
+from slm_jax.configuration import ConfigError
 from slm_jax.data.templates import TEMPLATES, Template
 from slm_jax.data.templates.preprocessors import apply_template
 from slm_jax.data.tokenize import tokenize_utterance
@@ -63,6 +66,28 @@ def _encode_text_fn(text_vocab) -> Callable[[str], np.ndarray]:
   return lambda s: text_vocab.encode_words(s.split())[0]
 
 
+@gin.configurable
+def select_speakers(dataset, speakers: Optional[Sequence[str]] = None):
+  """Only the utterances whose `speaker` contains one of `speakers` (None: all of them).
+
+  Matching by substring, as `slm-eval`'s manifest filter does: 'kal16' selects 'flite-kal16'.
+  """
+  if speakers is None:
+    return dataset
+  if isinstance(speakers, str) or not speakers or not all(
+      isinstance(s, str) and s for s in speakers):
+    raise ConfigError(f"select_speakers.speakers must be a non-empty list of non-empty names, "
+                      f"got {speakers!r}")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  pattern = ".*(" + "|".join(re.escape(s) for s in speakers) + ").*"
+  return dataset.filter(lambda ex: tf.strings.regex_full_match(ex["speaker"], pattern))
+
+
+def _speaker_step(dataset, *, scope: str):
+  with gin.config_scope(scope):
+    return select_speakers(dataset)
+
+
 def _tokenize_step(dataset, *, scope: str, text_vocab_fn, speech_tokenizer_fn):
   with gin.config_scope(scope):
     return tokenize_utterance(dataset, text_vocab=text_vocab_fn(),
@@ -92,7 +117,7 @@ def add_task(name: str, source: seqio.DataSource, template: Union[str, type], te
     seqio.TaskRegistry.remove(name)
   return seqio.TaskRegistry.add(
       name, source=source, output_features=output_features(unified_fn),
-      preprocessors=[
+      preprocessors=([functools.partial(_speaker_step, scope=name)] if needs_speech else []) + [
           functools.partial(_tokenize_step, scope=name, text_vocab_fn=text_vocab_fn,
                             speech_tokenizer_fn=tok_fn),
           functools.partial(_template_step, scope=name, template_cls=template_cls,

@@ -9,6 +9,7 @@ import seqio
 import soundfile as sf
 
 import slm_jax.tasks  # noqa: F401  (registers the demo tasks)
+from slm_jax.configuration import ConfigError
 from slm_jax.data.templates import reset_skip_counts, skip_counts
 from slm_jax.unified_vocab import BOS_ID, EOS_ID, UnifiedVocab
 from slm_jax.tasks import demo
@@ -35,7 +36,7 @@ def _utterance(corpus, split, i, text, timed=True):
   sf.write(os.path.join(corpus, rel), (wav * 32767).astype(np.int16), SR, subtype="PCM_16")
   return {"id": uid, "text": text, "words": words, "word_starts": starts if timed else [],
           "word_ends": ends if timed else [], "audio_path": rel, "sample_rate": SR,
-          "speaker": "sine", "split": split}
+          "speaker": f"sine-{'ab'[i % 2]}", "split": split}
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,38 @@ def test_asr_answer_is_the_transcript(corpus):
     answer = ex["tokens"][ex["loss_mask"] > 0][:-1]  # minus EOS
     texts.append(bytes(vocab.unified_to_text(answer).astype(np.uint8).tolist()).decode())
   assert texts == [s for s in SENTENCES["train"] if s]
+
+
+def _answers(vocab, exs, speech: bool):
+  """Each example's trained answer: its text (ASR) or its number of speech positions (TTS)."""
+  out = []
+  for ex in exs:
+    answer = ex["tokens"][ex["loss_mask"] > 0][:-1]  # minus EOS
+    out.append(int(vocab.is_speech(answer).sum()) if speech else
+               bytes(vocab.unified_to_text(answer).astype(np.uint8).tolist()).decode())
+  return out
+
+
+def test_select_speakers_scopes_one_task(corpus):
+  """`demo_tts/select_speakers.speakers` keeps only those voices in TTS; ASR keeps every voice."""
+  vocab = _configure(corpus)
+  all_tts = _answers(vocab, _examples("demo_tts"), speech=True)
+  assert len(all_tts) == 3  # the empty transcript is skipped
+  gin.parse_config(["demo_tts/select_speakers.speakers = ['ine-b']"])  # substring of 'sine-b'
+  tts = _answers(vocab, _examples("demo_tts"), speech=True)
+  asr = _answers(vocab, _examples("demo_asr"), speech=False)
+  assert tts == [all_tts[1]]  # utterance 1 ("a dog ran far away") is the only sine-b one kept
+  assert asr == [s for s in SENTENCES["train"] if s]
+  gin.parse_config(["demo_tts/select_speakers.speakers = ['nobody']"])
+  assert _examples("demo_tts") == []
+
+
+@pytest.mark.parametrize("bad", ["'sine-a'", "[]", "['']"])
+def test_select_speakers_rejects_a_malformed_list(corpus, bad):
+  _configure(corpus)
+  gin.parse_config([f"demo_tts/select_speakers.speakers = {bad}"])
+  with pytest.raises(ConfigError, match="select_speakers.speakers"):
+    _examples("demo_tts")
 
 
 def test_interleaved_deterministic_given_seed(corpus):
