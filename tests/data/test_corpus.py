@@ -108,6 +108,57 @@ def test_flite_rejects_text_it_reads_differently():
   flite.check_words("it's a well-known fact.", ["it's", "a", "well", "known", "fact"])
 
 
+# Texts flite reads as written, differently ("dr." -> "doctor", digits), as several utterances
+# in a file ("?" / "!": `-t` reads one), and one that is the batch marker itself.
+BATCH_TEXTS = ["a tall, dark stranger will have more fun than you.", "dr. smith is here.",
+               "what? you have 3 cats!", "it's a well-known fact.", "blick.",
+               "the end: a moral."]
+
+
+def _count_runs(monkeypatch, flite):
+  runs = []
+  real = flite._run
+  monkeypatch.setattr(flite, "_run", lambda *a, **k: runs.append(a) or real(*a, **k))
+  return runs
+
+
+def test_batched_word_readings_equal_one_run_per_text(monkeypatch):
+  from slm_jax.data.corpus import flite
+  alone = [flite._read("-pw", t).split() for t in BATCH_TEXTS]
+  runs = _count_runs(monkeypatch, flite)
+  assert flite.read_words(BATCH_TEXTS) == alone
+  assert len(runs) < 2 * len(BATCH_TEXTS)
+  words = [normalize_transcript(t).split() for t in BATCH_TEXTS]
+  rejected = [m is not None for m in flite.word_mismatches(BATCH_TEXTS, words)]
+  assert rejected == [False, True, True, False, False, False]
+  assert build._check_sentences(BATCH_TEXTS) == [not r for r in rejected]
+  runs.clear()  # plain texts: one flite run for all of them
+  assert flite.read_words([BATCH_TEXTS[0], BATCH_TEXTS[3]]) == [alone[0], alone[3]]
+  assert len(runs) == 1
+
+
+def test_batched_pronunciations_equal_one_run_per_text(monkeypatch):
+  from slm_jax.data.corpus import flite
+  lists = [normalize_transcript(t).split() for t in BATCH_TEXTS] + [["dr", "who"]]
+  alone = []
+  for words in lists:
+    try:
+      alone.append(flite.word_pronunciations(words))
+    except flite.TextMismatchError as e:
+      alone.append(str(e))
+  runs = _count_runs(monkeypatch, flite)
+  batched = flite.batch_pronunciations(lists)
+  shown = lambda results: [str(r) if isinstance(r, Exception) else r for r in results]  # noqa: E731
+  assert shown(batched) == alone
+  assert isinstance(batched[-1], flite.TextMismatchError)  # "dr. who." -> one word "doctor who"
+  runs.clear()  # without the marker text: one flite run for all of them
+  assert shown(flite.batch_pronunciations(lists[:4] + lists[5:])) == alone[:4] + alone[5:]
+  assert len(runs) == 1
+  audio, starts, ends = flite.synthesize(TEXT, WORDS, "kal16", batched[0])
+  again = flite.synthesize(TEXT, WORDS, "kal16")
+  assert np.array_equal(audio, again[0]) and (starts, ends) == again[1:]
+
+
 def test_missing_flite_is_a_clear_error(monkeypatch):
   from slm_jax.data.corpus import flite
   monkeypatch.setattr(flite.shutil, "which", lambda _: None)

@@ -24,6 +24,10 @@ from slm_jax.data.transcript import normalize_transcript
 
 SYNTH_SPLITS = ("train", "validation", "test")
 _RECORDS = ".records"
+# Texts per flite run that reads words or phones (flite's start-up costs more than reading a
+# sentence), and utterances per worker task: a few dozen keep both workers busy to the end.
+_CHECK_BATCH = 64
+_SYNTH_BATCH = 16
 
 
 def sentence_key(transcript: str) -> str:
@@ -37,13 +41,11 @@ def split_of(transcript: str, fractions: Sequence[float] = (0.9, 0.05, 0.05)) ->
   return SYNTH_SPLITS[min(int(np.searchsorted(edges, u, side="right")), 2)]
 
 
-def _check_sentence(text: str) -> bool:
+def _check_sentences(texts: list[str]) -> list[bool]:
+  """Whether flite reads each text exactly as its transcript (one flite run for them all)."""
   from slm_jax.data.corpus import flite  # pylint: disable=import-outside-toplevel
-  try:
-    flite.check_words(text, normalize_transcript(text).split())
-    return True
-  except flite.TextMismatchError:
-    return False
+  return [m is None for m in flite.word_mismatches(
+      texts, [normalize_transcript(t).split() for t in texts])]
 
 
 def _valid_timings(starts, ends, duration: float) -> bool:
@@ -55,9 +57,9 @@ def _valid_timings(starts, ends, duration: float) -> bool:
   return True
 
 
-def _make_utterance(item: tuple) -> dict:
-  """Synthesizes one (sentence, voice) unless its record exists; returns the record."""
-  out_dir, utt_id, split, text, transcript, voice_spec = item
+def _existing_record(item: tuple) -> dict | None:
+  """The record of an utterance made by an earlier (maybe interrupted) build, if complete."""
+  out_dir, utt_id, split, _, transcript, _ = item
   record_path = os.path.join(out_dir, _RECORDS, utt_id + ".json")
   audio_rel = os.path.join("audio", split, utt_id + ".wav")
   if os.path.exists(record_path) and os.path.exists(os.path.join(out_dir, audio_rel)):
@@ -65,10 +67,27 @@ def _make_utterance(item: tuple) -> dict:
       record = json.load(f)
     if record.get("split") == split and record.get("text") == transcript:
       return record
+  return None
+
+
+def _make_utterance(item: tuple, pronunciations=None) -> dict:
+  """Synthesizes one (sentence, voice) unless its record exists; returns the record.
+
+  `pronunciations`: the flite words' phones when already read (see `_make_utterances`), or the
+  TextMismatchError reading them gave.
+  """
+  record = _existing_record(item)
+  if record is not None:
+    return record
+  out_dir, utt_id, split, text, transcript, voice_spec = item
+  record_path = os.path.join(out_dir, _RECORDS, utt_id + ".json")
+  audio_rel = os.path.join("audio", split, utt_id + ".wav")
   voice = parse_voice(voice_spec)
   words = transcript.split()
   try:
-    audio, starts, ends = voice.synthesize(text, words)
+    if isinstance(pronunciations, Exception):
+      raise pronunciations
+    audio, starts, ends = voice.synthesize(text, words, pronunciations)
   except ValueError as e:  # alignment / word-event mismatch: skip this voice, say why
     return {"id": utt_id, "error": f"{voice.engine}: {type(e).__name__}"}
   duration = len(audio) / manifest.SAMPLE_RATE
@@ -85,13 +104,29 @@ def _make_utterance(item: tuple) -> dict:
   return record
 
 
+def _make_utterances(items: list[tuple]) -> list[dict]:
+  """`_make_utterance` of each item; the words' phones of the flite items still to synthesize
+  are read in one flite run."""
+  from slm_jax.data.corpus import flite  # pylint: disable=import-outside-toplevel
+  transcripts = list(dict.fromkeys(
+      item[4] for item in items
+      if parse_voice(item[5]).engine == "flite" and _existing_record(item) is None))
+  phones = dict(zip(transcripts, flite.batch_pronunciations([t.split() for t in transcripts])))
+  return [_make_utterance(item, phones.get(item[4])) for item in items]
+
+
+def _batches(xs: list, size: int) -> list[list]:
+  return [xs[i:i + size] for i in range(0, len(xs), size)]
+
+
 def _select_sentences(candidates: list[str], count: int, imap) -> list[str]:
   """The first `count` candidates that flite reads exactly as their transcript."""
   chosen, start = [], 0
   while len(chosen) < count and start < len(candidates):
     chunk = candidates[start:start + max(64, int(1.3 * (count - len(chosen))))]
     start += len(chunk)
-    chosen.extend(s for s, ok in zip(chunk, imap(_check_sentence, chunk)) if ok)
+    oks = [ok for batch in imap(_check_sentences, _batches(chunk, _CHECK_BATCH)) for ok in batch]
+    chosen.extend(s for s, ok in zip(chunk, oks) if ok)
   return chosen[:count]
 
 
@@ -139,8 +174,7 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
   # not happen in a caller that may run JAX threads.
   pool = multiprocessing.get_context("spawn").Pool(max(1, workers))
   try:
-    chosen = _select_sentences(candidates, max_sentences,
-                               lambda fn, xs: pool.imap(fn, xs, chunksize=16))
+    chosen = _select_sentences(candidates, max_sentences, pool.imap)
     items = []
     for text in chosen:
       transcript = normalize_transcript(text)
@@ -149,9 +183,11 @@ def build_demo_corpus(out_dir: str, max_sentences: int = 1500, voices_per_senten
       for v in pick_voices(voice_list, voices_per_sentence, rng):
         items.append((out_dir, f"fortunes-{key[:10]}-{v.tag}",
                       split_of(transcript, split_fractions), text, transcript, v.spec))
-    results = pool.imap_unordered(_make_utterance, items, chunksize=4)
-    records = list(tqdm.tqdm(results, total=len(items), desc="synthesizing", unit="utt",
-                             disable=not progress))
+    records = []
+    with tqdm.tqdm(total=len(items), desc="synthesizing", unit="utt", disable=not progress) as bar:
+      for batch in pool.imap_unordered(_make_utterances, _batches(items, _SYNTH_BATCH)):
+        records.extend(batch)
+        bar.update(len(batch))
   finally:
     pool.close()
     pool.join()

@@ -1,14 +1,23 @@
 """flite (Debian `flite`) synthesis with word timings.
 
-One utterance takes three flite runs: `-pw` on the sentence (flite's own word list, to reject
+One utterance takes three flite readings: `-pw` on the sentence (flite's own word list, to reject
 sentences whose text flite would read differently, e.g. "dr." -> "doctor"), `-ps` on the words
 spoken one at a time (each word's phones, separated by pauses; fast `kal16` voice) and the real
 synthesis with `-psdur` (spoken phones with end times). `align.word_times` joins the last two.
+
+The first two cost less than starting flite, so `read_words` / `batch_pronunciations` read many
+texts in one flite run: `-t TEXT` reads TEXT as one utterance, while a file (`-f`) is read
+utterance by utterance, each on its own, starting a new one at a blank line. The texts go in one
+file, separated by blank lines and a marker utterance, and flite prints one line per utterance,
+so the lines between two marker lines are one text's reading, the same as with `-t`. A text
+flite splits into several utterances is read again with `-t`; when the marker lines do not give
+one group per text, the batch is halved until they do.
 """
 import os
 import shutil
 import subprocess
 import tempfile
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +27,8 @@ from slm_jax.data.corpus.errors import missing_package
 
 FLITE_VOICES = ("slt", "awb", "rms", "kal16")  # all 16 kHz ("kal" is 8 kHz)
 _LEXICON_VOICE = "kal16"  # same CMU lexicon as the others, and the fastest
+# An utterance read between the texts of a batch; its output line separates theirs.
+_MARKER = "blick."  # a made-up word: read fast, and no sentence is just it
 
 
 class TextMismatchError(ValueError):
@@ -31,11 +42,35 @@ def flite_binary() -> str:
   return path
 
 
-def _run(args: list[str]) -> str:
-  proc = subprocess.run([flite_binary()] + args, capture_output=True, text=True, check=False)
+def _run(args: list[str], stdin: str | None = None) -> str:
+  proc = subprocess.run([flite_binary()] + args, input=stdin, capture_output=True, text=True,
+                        check=False)
   if proc.returncode != 0:
     raise RuntimeError(f"flite {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
   return proc.stdout
+
+
+def _read(option: str, text: str) -> str:
+  return _run(["-voice", _LEXICON_VOICE, option, "-t", text, "-o", "none"])
+
+
+def _read_each(option: str, texts: Sequence[str]) -> list[list[str]]:
+  """The whitespace-split output of `flite -voice kal16 OPTION -t text` for each text."""
+  if len(texts) <= 1:
+    return [_read(option, t).split() for t in texts]
+  # The marker before each text and after the last one (flite may drop a file's last word
+  # when no line break follows it).
+  lines = _run(["-voice", _LEXICON_VOICE, option, "-f", "/dev/stdin", "-o", "none"],
+               stdin="".join(f"{_MARKER}\n\n{t}\n\n" for t in texts) + _MARKER + "\n").splitlines()
+  markers = [i for i, line in enumerate(lines) if line == lines[0]]
+  if len(markers) != len(texts) + 1:  # a text read as the marker: halve until the groups match
+    half = len(texts) // 2
+    return _read_each(option, texts[:half]) + _read_each(option, texts[half:])
+  groups = [lines[i + 1:j] for i, j in zip(markers, markers[1:])]
+  # A text flite read as several utterances (it breaks at "?", "!", ":") is read on its own,
+  # as one utterance, like `-t` does.
+  return [group[0].split() if len(group) == 1 else _read(option, text).split()
+          for text, group in zip(texts, groups)]
 
 
 def _squash(words) -> str:
@@ -43,17 +78,27 @@ def _squash(words) -> str:
   return " ".join(words).replace(" '", "'").replace("'", "")
 
 
+def read_words(texts: Sequence[str]) -> list[list[str]]:
+  """The words flite speaks for each text (one flite run for the batch)."""
+  return _read_each("-pw", texts)
+
+
 def check_words(text: str, words: list[str]) -> None:
   """Raises TextMismatchError unless flite reads `text` as exactly `words`."""
-  spoken = _run(["-voice", _LEXICON_VOICE, "-pw", "-t", text, "-o", "none"]).split()
-  if _squash(spoken) != _squash(words):
-    raise TextMismatchError(f"flite reads {text!r} as {' '.join(spoken)!r}")
+  mismatch = word_mismatches([text], [words])[0]
+  if mismatch is not None:
+    raise mismatch
 
 
-def word_pronunciations(words: list[str]) -> list[list[str]]:
-  """Each word's phones, from speaking the words one at a time ("w1. w2. ...")."""
-  phones = _run(["-voice", _LEXICON_VOICE, "-ps", "-t", " ".join(w + "." for w in words),
-                 "-o", "none"]).split()
+def word_mismatches(texts: Sequence[str],
+                    word_lists: Sequence[list[str]]) -> list["TextMismatchError | None"]:
+  """For each text, None if flite reads it as exactly its words, else the TextMismatchError."""
+  return [None if _squash(spoken) == _squash(words) else
+          TextMismatchError(f"flite reads {text!r} as {' '.join(spoken)!r}")
+          for text, words, spoken in zip(texts, word_lists, read_words(texts))]
+
+
+def _group_phones(phones: list[str], words: list[str]) -> list[list[str]]:
   groups, current = [], []
   for p in phones:
     if p in align.SILENCE_PHONES:
@@ -69,6 +114,27 @@ def word_pronunciations(words: list[str]) -> list[list[str]]:
   return groups
 
 
+def batch_pronunciations(word_lists: Sequence[list[str]]) -> list["list[list[str]] | TextMismatchError"]:
+  """`word_pronunciations` of each word list (one flite run for the batch); a list whose words
+  flite does not pronounce one by one gets its TextMismatchError instead."""
+  out = []
+  for words, phones in zip(word_lists, _read_each(
+      "-ps", [" ".join(w + "." for w in words) for words in word_lists])):
+    try:
+      out.append(_group_phones(phones, words))
+    except TextMismatchError as e:
+      out.append(e)
+  return out
+
+
+def word_pronunciations(words: list[str]) -> list[list[str]]:
+  """Each word's phones, from speaking the words one at a time ("w1. w2. ...")."""
+  result = batch_pronunciations([words])[0]
+  if isinstance(result, TextMismatchError):
+    raise result
+  return result
+
+
 def parse_psdur(out: str) -> list[tuple[str, float]]:
   """`pau:0.164 hh:0.255 ...` -> [("pau", 0.164), ("hh", 0.255), ...]."""
   segments = []
@@ -80,7 +146,8 @@ def parse_psdur(out: str) -> list[tuple[str, float]]:
 
 def synthesize(text: str, words: list[str], voice: str,
                pronunciations: list[list[str]] | None = None):
-  """Speaks `text` with flite `voice`.
+  """Speaks `text` with flite `voice`; `pronunciations` (each word's phones) defaults to
+  `word_pronunciations(words)`.
 
   Returns:
     (audio int16[P] at 16 kHz, word_starts[W], word_ends[W]) for the transcript `words`.

@@ -41,11 +41,12 @@ class Voice:
       return f"flite:{self.name}"
     return f"espeak:{self.name}:{self.rate}:{self.pitch}"
 
-  def synthesize(self, text: str, words: list[str]):
-    """(audio int16[P] at 16 kHz, word_starts[W], word_ends[W])."""
+  def synthesize(self, text: str, words: list[str], pronunciations=None):
+    """(audio int16[P] at 16 kHz, word_starts[W], word_ends[W]). `pronunciations`: flite only,
+    each word's phones when already read (`flite.batch_pronunciations`)."""
     if self.engine == "flite":
       from slm_jax.data.corpus import flite  # pylint: disable=import-outside-toplevel
-      return flite.synthesize(text, words, self.name)
+      return flite.synthesize(text, words, self.name, pronunciations)
     from slm_jax.data.corpus import espeak  # pylint: disable=import-outside-toplevel
     return espeak.synthesize(text, words, self.name, self.rate, self.pitch)
 
