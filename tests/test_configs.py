@@ -26,6 +26,8 @@ _COMPOSITIONS = {
 for _k in (2, 4):
   _COMPOSITIONS[f"ablations/zipper_cross_every_{_k}.gin"] = [
       "runs/demo.gin", "ablations/zipper.gin", f"ablations/zipper_cross_every_{_k}.gin"]
+_COMPOSITIONS["ablations/zipper_towers_128.gin"] = [
+    "runs/demo.gin", "ablations/zipper.gin", "ablations/zipper_towers_128.gin"]
 for _f in (10, 30, 50):
   _COMPOSITIONS[f"ablations/interleave_speech{_f}.gin"] = [
       "models/demo.gin", "tasks/demo_all.gin", "runs/pretrain.gin",

@@ -4,8 +4,13 @@ import json
 import os
 import sys
 
+import gin
+import jax
 import pytest
+from flax import nnx
 
+from slm_jax import configuration
+from slm_jax.models import build
 from slm_jax.tools import sweep
 
 CONFIG = '''
@@ -93,6 +98,32 @@ def test_the_default_grid_is_the_zipper_demo_sweep(tmp_path):
   (setup,) = sweep.setup_steps(config, str(corpus), "/r")
   assert setup["creates"] == "/r/text_lm/export/export_info.json"
   assert [c[0] for c in setup["commands"]] == ["slm-train", "slm-export"]
+
+
+def test_the_full_schedule_grid_matches_parameters_and_reuses_the_short_grid(tmp_path):
+  """configs/sweeps/zipper_demo_schedule.py: the demo's own schedule (no 120-step override),
+  Zipper towers of 4 x 128 that parse and come within 3% of the shared decoder's parameters."""
+  corpus = tmp_path / "corpus"
+  spec = corpus / "cache" / "demo_main" / "train" / "demo_asr"
+  spec.mkdir(parents=True)
+  (spec / "vocab_spec.json").write_text(json.dumps({"text_vocab_name": "sp:abc",
+                                                     "speech_tokenizer_name": "dmel:def"}))
+  path = os.path.join(configuration.CONFIGS_DIR, "sweeps", "zipper_demo_schedule.py")
+  config = sweep.load_config(path, str(corpus))
+  grid = sweep.runs(config, str(corpus), "/r")
+  assert [r["name"] for r in grid] == ["shared_bidir", "zipper_128", "zipper_128_x2"]
+  for run in grid:
+    assert not any(p.startswith(("TOTAL_STEPS", "BATCH_SIZE")) for p in run["gin_params"])
+    assert "UnifiedVocab.text_vocab_name = 'sp:abc'" in run["gin_params"]
+  assert "--no_joint" in config.eval_args
+  counts = []
+  for run in grid[:2]:
+    gin.clear_config()
+    configuration.parse(run["gin_files"], [p for p in run["gin_params"] if "vocab_name" not in p])
+    model = build.build_abstract(build.config_from_gin())
+    counts.append(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  gin.clear_config()
+  assert abs(counts[1] / counts[0] - 1) < 0.03, counts
 
 
 def test_print_jobs_gives_one_line_per_run_and_setup(tmp_path, capsys):
