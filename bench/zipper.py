@@ -2,6 +2,7 @@
 
   python bench/zipper.py                          # demo shapes (models/demo.gin's vocabulary)
   python bench/zipper.py --batch 4 --seq 128 --steps 3 --skip_decode
+  python bench/zipper.py --skip_train             # decode tokens/s only
 
 Shared: 6 layers x 256 (configs/models/demo.gin's shape); Zipper: configs/ablations/zipper.gin's
 towers (4 + 4 layers x 192, cross-attention after every layer, `--cross_every` to change).
@@ -118,6 +119,16 @@ def decode(model, slots, prompt_len, new_tokens):
   return n / (time.perf_counter() - t)
 
 
+def decode_only(args):
+  """Decode tokens/s of both models without building train steps (--skip_train)."""
+  tps = {}
+  for name, cfg in configs(args.cross_every, args.impl).items():
+    model = build(cfg)
+    tps[name] = decode(model, args.slots, 32, args.new_tokens)
+    print(f"{name:7s} params {param_count(model) / 1e6:6.2f}M  decode {tps[name]:7.1f} tok/s")
+  print(f"zipper / shared: decode {tps['zipper'] / tps['shared']:.2f}x")
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--batch", type=int, default=8)
@@ -126,12 +137,15 @@ def main():
   p.add_argument("--cross_every", type=int, default=1)
   p.add_argument("--impl", default="auto")
   p.add_argument("--skip_decode", action="store_true")
+  p.add_argument("--skip_train", action="store_true", help="decode tokens/s only")
   p.add_argument("--slots", type=int, default=4)
   p.add_argument("--new_tokens", type=int, default=96)
   args = p.parse_args()
   print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, jax "
         f"{jax.__version__} {jax.default_backend()}; batch {args.batch} x {args.seq}, "
         f"attention {args.impl}, cross_every {args.cross_every}")
+  if args.skip_train:
+    return decode_only(args)
   steps, results = {}, {}
   for name, cfg in configs(args.cross_every, args.impl).items():
     n, run, peak, model = train_step(cfg, batch(cfg.vocab, args.batch, args.seq))

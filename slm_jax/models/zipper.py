@@ -30,6 +30,7 @@ models/zipper_axes.py), so the rule table can shard the two towers differently.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
 
@@ -41,12 +42,12 @@ from flax import nnx
 from slm_jax.data.zipper_streams import ZipperStreams, is_speech_tower, zipper_streams
 from slm_jax.kernels import dispatch
 from slm_jax.models.config import ModelConfig
-from slm_jax.models.kv_cache import LayerView, write_new_keys, write_rows
+from slm_jax.models.kv_cache import LayerView, write_new_keys
 from slm_jax.models.layers import DenseGeneral, RMSNorm, param, rotary
 from slm_jax.models.lm import SpeechTextLM
 from slm_jax.models.remat import remat
 from slm_jax.models.zipper_axes import name_tower_axes
-from slm_jax.models.zipper_cache import ZipperCache, write_zipper_slots
+from slm_jax.models.zipper_cache import SHARED, ZipperCache, write_cross_keys, write_zipper_slots
 from slm_jax.models.zipper_config import TOWERS
 from slm_jax.sharding import constrain
 
@@ -134,6 +135,36 @@ def towers_pair(text: ModelConfig, speech: ModelConfig) -> bool:
              ("num_heads", "num_kv_heads", "head_dim", "rope_theta", "attention_impl", "dtype"))
 
 
+def paired_cross_queries(mods: dict, s: ZipperStreams, x: dict):
+  """Position i's query of tower(i)'s cross-attention [B, L, H, E] (see `paired_cross_attention`)."""
+  speech_BL11 = s.speech_BL[:, :, None, None]
+  t, sp = mods["text"], mods["speech"]
+  q_BLHE = jnp.where(speech_BL11, sp.query(sp.query_norm(x["speech"])),
+                     t.query(t.query_norm(x["text"])))
+  return constrain(rotary(q_BLHE, s.order, t.cfg.rope_theta), ("batch", "length", "act_heads", None))
+
+
+def paired_cross_keys(mods: dict, s: ZipperStreams, sources: dict):
+  """Position i's key / value [B, L, G, E] of the other tower's cross-attention, projected from
+  tower(i)'s state: the text tower's keys are read at speech positions (from the speech tower's
+  state), the speech tower's at text positions."""
+  speech_BL11 = s.speech_BL[:, :, None, None]
+  t, sp = mods["text"], mods["speech"]
+  st_BLD, ss_BLD = t.source_norm(sources["text"]), sp.source_norm(sources["speech"])
+  k_BLGE = rotary(jnp.where(speech_BL11, t.key(st_BLD), sp.key(ss_BLD)), s.order, t.cfg.rope_theta)
+  v_BLGE = jnp.where(speech_BL11, t.value(st_BLD), sp.value(ss_BLD))
+  return (constrain(k_BLGE, ("batch", "length", "act_kv_heads", None)),
+          constrain(v_BLGE, ("batch", "length", "act_kv_heads", None)))
+
+
+def paired_cross_out(mods: dict, s: ZipperStreams, x: dict, o_BLHE) -> dict:
+  """Each tower's gated output of the paired attention output; a tower's positions outside its
+  stream see no key in its own cross-attention: output zero."""
+  speech_BL11 = s.speech_BL[:, :, None, None]
+  return {"text": mods["text"].gated(x["text"], jnp.where(speech_BL11, 0, o_BLHE)),
+          "speech": mods["speech"].gated(x["speech"], jnp.where(speech_BL11, o_BLHE, 0))}
+
+
 def paired_cross_attention(mods: dict, s: ZipperStreams, x: dict, sources: dict) -> dict:
   """Both towers' cross-attentions at one fusion point as a single attention over the row.
 
@@ -142,28 +173,15 @@ def paired_cross_attention(mods: dict, s: ZipperStreams, x: dict, sources: dict)
   `paired_segment_ids` each query sees the same keys as in its own tower's cross-attention, so
   the results equal the two separate attentions while the [B, H, L, S] score work is done once.
   `mods`, `x`, `sources`: per tower its cross-attention, its hidden state, the state it reads."""
-  speech_BL11 = s.speech_BL[:, :, None, None]
-  t, sp = mods["text"], mods["speech"]
-  theta = t.cfg.rope_theta
-  q_BLHE = jnp.where(speech_BL11, sp.query(sp.query_norm(x["speech"])),
-                     t.query(t.query_norm(x["text"])))
-  q_BLHE = constrain(rotary(q_BLHE, s.order, theta), ("batch", "length", "act_heads", None))
-  # The text tower's keys are read at speech positions (from the speech tower's state), the speech
-  # tower's at text positions.
-  st_BLD, ss_BLD = t.source_norm(sources["text"]), sp.source_norm(sources["speech"])
-  k_BLGE = rotary(jnp.where(speech_BL11, t.key(st_BLD), sp.key(ss_BLD)), s.order, theta)
-  v_BLGE = jnp.where(speech_BL11, t.value(st_BLD), sp.value(ss_BLD))
-  k_BLGE = constrain(k_BLGE, ("batch", "length", "act_kv_heads", None))
-  v_BLGE = constrain(v_BLGE, ("batch", "length", "act_kv_heads", None))
+  q_BLHE = paired_cross_queries(mods, s, x)
+  k_BLGE, v_BLGE = paired_cross_keys(mods, s, sources)
   q_seg_BL, kv_seg_BL = paired_segment_ids(s)
   o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, q_seg_BL, s.order, kv_seg_BL, s.order,
-                              implementation=t.cfg.attention_impl, causal=True)
-  # A tower's positions outside its stream see no key in its own cross-attention: output zero.
-  return {"text": t.gated(x["text"], jnp.where(speech_BL11, 0, o_BLHE)),
-          "speech": sp.gated(x["speech"], jnp.where(speech_BL11, o_BLHE, 0))}
+                              implementation=mods["text"].cfg.attention_impl, causal=True)
+  return paired_cross_out(mods, s, x, o_BLHE)
 
 
-def paired_block(blocks: dict, s: ZipperStreams, x: dict) -> dict:
+def paired_block(blocks: dict, s: ZipperStreams, x: dict, cache: LayerView | None = None):
   """One decoder layer of both towers (`models/block.py`'s DecoderBlock, per tower `blocks`,
   states `x`) with the two self-attentions as one attention over the row.
 
@@ -172,7 +190,11 @@ def paired_block(blocks: dict, s: ZipperStreams, x: dict) -> dict:
   order is causal within a stream as the stream position is. Each tower's positions see the same
   keys as in its own self-attention, and its other positions (no key visible there) get zero, so
   the results equal the two blocks run separately while the score work is done once. Everything
-  else (norms, projections, MLPs) is each tower's own, over the row as before."""
+  else (norms, projections, MLPs) is each tower's own, over the row as before.
+
+  With `cache` (generation: both towers' keys in one cache layer, slot p holding tower(p)'s key,
+  its segment ids paired the same way and its order the stream position) the queries also attend
+  the slots written before; returns (states, (new keys, new values)) as DecoderBlock does."""
   speech_BL = s.speech_BL
   speech_BL11 = speech_BL[:, :, None, None]
   a = {t: blocks[t].attn for t in TOWERS}
@@ -188,8 +210,13 @@ def paired_block(blocks: dict, s: ZipperStreams, x: dict) -> dict:
   v_BLGE = constrain(pick("value"), ("batch", "length", "act_kv_heads", None))
   seg_BL = s.text_segment_ids + s.speech_segment_ids
   seg_BL = jnp.where(seg_BL > 0, 2 * seg_BL + speech_BL.astype(seg_BL.dtype), 0)
-  o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, seg_BL, s.order, seg_BL, s.order,
-                              implementation=cfg.attention_impl, causal=True)
+  if cache is None or cache.empty:
+    o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, seg_BL, s.order, seg_BL, s.order,
+                                implementation=cfg.attention_impl, causal=True)
+  else:
+    o_BLHE = dispatch.cached_attention(q_BLHE, k_BLGE, v_BLGE, seg_BL, positions_BL, cache.k_BGSE,
+                                       cache.v_BGSE, cache.segment_ids_BS, cache.order_BS,
+                                       implementation=cfg.attention_impl)
   o_BLHE = constrain(o_BLHE, ("batch", "length", "act_heads", None))
   out = {}
   for t, mine_BL11 in (("text", ~speech_BL11), ("speech", speech_BL11)):
@@ -197,7 +224,7 @@ def paired_block(blocks: dict, s: ZipperStreams, x: dict) -> dict:
     y_BLD = x[t] + a[t].out(jnp.where(mine_BL11, o_BLHE, 0))
     y_BLD = y_BLD + blk.mlp(blk.mlp_norm(y_BLD))
     out[t] = constrain(y_BLD, ("batch", "length", "act_embed"))
-  return out
+  return out if cache is None else (out, (k_BLGE, v_BLGE))
 
 
 @flax.struct.dataclass
@@ -576,63 +603,153 @@ class _Layers:
 
 
 class _CachedLayers:
-  """Generation work of the fusion plan: self-attention through each tower's KV cache (slots of
-  its own modality, ordered by stream position); cross-attention keys written into the cross
-  cache first, then attended over all slots of the other tower (order: the unified position)."""
+  """Generation work of the fusion plan: self-attention through the KV cache (slots of the
+  tower's own modality, ordered by stream position); cross-attention keys written into the cross
+  cache first, then attended over all slots of the other tower (order: the unified position).
+
+  When the towers pair (`towers_pair`, `ZipperLM.paired`; their keys then share the cache arrays)
+  the plan runs paired as in training: each layer's two self-attentions as one cached attention
+  over the shared cache layer (`paired_block`), each fusion point's two cross-attentions as one
+  attention over the shared cross layer, so a step reads each cache layer once. Otherwise each
+  tower runs on its own, reading its keys from the shared arrays or its own."""
 
   def __init__(self, model: ZipperLM, s: ZipperStreams, cache: ZipperCache, new_slots: ZipperCache,
                empty: bool):
     self.model, self.s, self.cache, self.new_slots, self.empty = model, s, cache, new_slots, empty
-    self.new_kv = {t: [] for t in TOWERS}
-    self.cross_kv = dict(cache.cross)
+    tc, sc = model.cfg.tower("text"), model.cfg.tower("speech")
+    self.pair = model.paired and towers_pair(tc, sc) and cache.shared
+    self.new_kv = {t: {} for t in TOWERS + (SHARED,)}     # layer -> its new (keys, values)
+    self.new_cross = collections.defaultdict(dict)        # cross layer -> tower -> (keys, values)
 
   def run(self, h: dict) -> dict:
     """The whole plan, unrolled (a generation step is short; its caches are sliced per layer)."""
     plan, needed = fusion_plan(self.model.depths(), self.model.every())
+    if self.pair:
+      return run_plan(pair_towers(plan), needed, h, self.layers, self.cross, self.layers2,
+                      self.cross2)
     return run_plan(plan, needed, h, self.layers, self.cross)
+
+  def _stack_kv(self, t, i, j):
+    stack = self.cache.stack(t)
+    if self.empty:
+      dummy = jnp.zeros((j - i, 0, 0, 0, 0), stack.k_YBGSE.dtype)
+      return dummy, dummy
+    return stack.k_YBGSE[i:j], stack.v_YBGSE[i:j]
 
   def layers(self, t, i, j, x_BLD):
     lm, s, cache = self.model.tower(t), self.s, self.cache
     mine_BS = cache.speech_BS if t == "speech" else ~cache.speech_BS
     kv_seg_BS = jnp.where(mine_BS, cache.segment_ids_BS, 0)
     seg, pos = s.segment_ids(t), s.positions(t)
-    stack = cache.stacks[t]
-    if self.empty:
-      dummy = jnp.zeros((j - i, 0, 0, 0, 0), stack.k_YBGSE.dtype)
-      kv = (dummy, dummy)
-    else:
-      kv = (stack.k_YBGSE[i:j], stack.v_YBGSE[i:j])
 
     def apply(block, x, extra):
       view = LayerView(extra[0], extra[1], kv_seg_BS, cache.stream_BS, self.empty)
       return block(x, seg, pos, view)
 
-    x_BLD, new = _run_layers(*nnx.split(lm.decoder.blocks), lm.cfg, i, j, x_BLD, kv, apply)
-    self.new_kv[t].append(new)
+    x_BLD, (k_YBLGE, v_YBLGE) = _run_layers(*nnx.split(lm.decoder.blocks), lm.cfg, i, j, x_BLD,
+                                            self._stack_kv(t, i, j), apply)
+    for y in range(i, j):
+      self.new_kv[t][y] = (k_YBLGE[y - i], v_YBLGE[y - i])
     return x_BLD
 
+  def layers2(self, i, j, x: dict) -> dict:
+    """Layers [i, j) of both towers, each as one `paired_block` over the shared cache layer."""
+    cache = self.cache
+    live_BS = cache.segment_ids_BS > 0
+    seg_BS = jnp.where(live_BS, 2 * cache.segment_ids_BS + cache.speech_BS.astype(jnp.int32), 0)
+    k_YBGSE, v_YBGSE = self._stack_kv("text", i, j)
+    split = {t: nnx.split(self.model.tower(t).decoder.blocks) for t in TOWERS}
+    for y in range(i, j):
+      blocks = {t: nnx.merge(gd, jax.tree.map(lambda a, y=y: a[y], st)) for t, (gd, st) in split.items()}
+      view = LayerView(k_YBGSE[y - i], v_YBGSE[y - i], seg_BS, cache.stream_BS, self.empty)
+      x, self.new_kv[SHARED][y] = paired_block(blocks, self.s, x, view)
+    return x
+
+  def _over_cache(self, k_BSGE, v_BSGE, seg_BS, k_BLGE, v_BLGE, seg_BL):
+    """A cross-attention's keys: the slots written before this call (`seg_BS`: 0 where it may not
+    look), then the new positions' (written into the cache once, in `finish`). A one-token step's
+    own key is never its query's (it belongs to the other tower's cross-attention)."""
+    dt = k_BLGE.dtype
+    return (jnp.concatenate([k_BSGE.astype(dt), k_BLGE], 1),
+            jnp.concatenate([v_BSGE.astype(dt), v_BLGE], 1), jnp.concatenate([seg_BS, seg_BL], 1),
+            jnp.concatenate([self.cache.order_BS, self.s.order], 1))
+
   def cross(self, t, c, x_BLD, source_BLD):
-    s, o = self.s, other(t)
+    s, o, cache = self.s, other(t), self.cache
     mod = self.model.cross(t)[c]
     k_BLGE, v_BLGE = mod.keys(source_BLD, s.order)
-    cc = self.cross_kv[t]
-    start_B = s.order[:, 0]
-    k_XBSGE = cc.k_XBSGE.at[c].set(write_rows(cc.k_XBSGE[c], k_BLGE, start_B))
-    v_XBSGE = cc.v_XBSGE.at[c].set(write_rows(cc.v_XBSGE[c], v_BLGE, start_B))
-    self.cross_kv[t] = cc.replace(k_XBSGE=k_XBSGE, v_XBSGE=v_XBSGE)
+    self.new_cross[c if cache.shared else (t, c)][t] = (k_BLGE, v_BLGE)
     if self.empty:     # nothing cached before: the new positions are all there is (training path)
       return mod(x_BLD, s.segment_ids(t), s.order, k_BLGE, v_BLGE, s.segment_ids(o), s.order,
                  causal=True)
-    slots = self.new_slots
-    theirs_BS = slots.speech_BS if o == "speech" else ~slots.speech_BS
-    return mod(x_BLD, s.segment_ids(t), s.order, k_XBSGE[c].astype(x_BLD.dtype),
-               v_XBSGE[c].astype(x_BLD.dtype), jnp.where(theirs_BS, slots.segment_ids_BS, 0),
-               slots.order_BS)
+    cc = cache.cross_of(t)
+    theirs_BS = cache.speech_BS if o == "speech" else ~cache.speech_BS
+    keys = self._over_cache(cc.k_YBSGE[c], cc.v_YBSGE[c], jnp.where(theirs_BS, cache.segment_ids_BS, 0),
+                            k_BLGE, v_BLGE, s.segment_ids(o))
+    return mod(x_BLD, s.segment_ids(t), s.order, *keys)
+
+  def cross2(self, cs: dict, x: dict, sources: dict) -> dict:
+    """Both towers' cross-attentions `cs` (tower -> index) as one attention over the shared cross
+    layers (`paired_cross_attention`)."""
+    s, cache = self.s, self.cache
+    mods = {t: self.model.cross(t)[c] for t, c in cs.items()}
+    q_BLHE = paired_cross_queries(mods, s, x)
+    k_BLGE, v_BLGE = paired_cross_keys(mods, s, sources)
+    for t, c in cs.items():      # text's keys hold at speech positions, speech's at text ones
+      self.new_cross[c][t] = (k_BLGE, v_BLGE)
+    q_seg_BL, kv_seg_BL = paired_segment_ids(s)
+    impl = mods["text"].cfg.attention_impl
+    if self.empty:     # nothing cached before: as in training (`paired_cross_attention`)
+      o_BLHE = dispatch.attention(q_BLHE, k_BLGE, v_BLGE, q_seg_BL, s.order, kv_seg_BL, s.order,
+                                  implementation=impl, causal=True)
+      return paired_cross_out(mods, s, x, o_BLHE)
+    cc = cache.cross[SHARED]
+    k_BSGE, v_BSGE = cc.k_YBSGE[cs["text"]], cc.v_YBSGE[cs["text"]]
+    if cs["text"] != cs["speech"]:     # text's keys at speech slots of its layer, speech's at text
+      speech_BS11 = cache.speech_BS[:, :, None, None]
+      k_BSGE = jnp.where(speech_BS11, k_BSGE, cc.k_YBSGE[cs["speech"]])
+      v_BSGE = jnp.where(speech_BS11, v_BSGE, cc.v_YBSGE[cs["speech"]])
+    seg_BS = cache.segment_ids_BS
+    seg_BS = jnp.where(seg_BS > 0, 2 * seg_BS + 1 - cache.speech_BS.astype(seg_BS.dtype), 0)
+    k_BSGE, v_BSGE, kv_seg_BS, kv_order_BS = self._over_cache(k_BSGE, v_BSGE, seg_BS, k_BLGE,
+                                                              v_BLGE, kv_seg_BL)
+    o_BLHE = dispatch.attention(q_BLHE, k_BSGE, v_BSGE, q_seg_BL, s.order, kv_seg_BS, kv_order_BS,
+                                implementation=impl)
+    return paired_cross_out(mods, s, x, o_BLHE)
 
   def finish(self) -> ZipperCache:
-    stacks = dict(self.cache.stacks)
-    for t in TOWERS:
-      k_YBLGE = jnp.concatenate([k for k, _ in self.new_kv[t]])
-      v_YBLGE = jnp.concatenate([v for _, v in self.new_kv[t]])
-      stacks[t] = write_new_keys(self.cache.stacks[t], k_YBLGE, v_YBLGE, self.s.order)
-    return self.new_slots.replace(stacks=stacks, cross=self.cross_kv)
+    """The cache with every layer's new self- and cross-attention keys written (one write per
+    array). Shared arrays: a layer's keys of both towers merged by position, text's self-attention
+    keys at text positions, text's cross-attention keys at speech positions (those that read the
+    speech tower's state); a layer only one tower has keeps its keys at every position."""
+    cache, speech_BL11 = self.cache, self.s.speech_BL[:, :, None, None]
+
+    def merged(by_tower: dict, speech_key: str):
+      if SHARED in by_tower:
+        return by_tower[SHARED]
+      if len(by_tower) == 1:
+        return next(iter(by_tower.values()))
+      if by_tower["text"] is by_tower["speech"]:    # a paired cross-attention's keys
+        return by_tower["text"]
+      sp, tx = by_tower[speech_key], by_tower[other(speech_key)]
+      return tuple(jnp.where(speech_BL11, a, b) for a, b in zip(sp, tx))
+
+    def stacked(kvs):
+      return jnp.stack([k for k, _ in kvs]), jnp.stack([v for _, v in kvs])
+
+    stacks, cross = dict(cache.stacks), dict(cache.cross)
+    if cache.shared:
+      depth, ncross = cache.stacks[SHARED].k_YBGSE.shape[0], cache.cross[SHARED].k_YBSGE.shape[0]
+      stack_kv = {SHARED: [merged({t: kv[y] for t, kv in self.new_kv.items() if y in kv}, "speech")
+                           for y in range(depth)]}
+      cross_kv = {SHARED: [merged(self.new_cross[y], "text") for y in range(ncross)]}
+    else:
+      stack_kv = {t: [self.new_kv[t][y] for y in range(len(self.new_kv[t]))] for t in TOWERS}
+      cross_kv = {t: [self.new_cross[(t, c)][t] for c in range(cache.cross[t].k_YBSGE.shape[0])]
+                  for t in TOWERS}
+    for name, kvs in stack_kv.items():
+      stacks[name] = write_new_keys(cache.stacks[name], *stacked(kvs), self.s.order)
+    for name, kvs in cross_kv.items():
+      if kvs:
+        cross[name] = write_cross_keys(cache.cross[name], *stacked(kvs), self.s.order[:, 0])
+    return self.new_slots.replace(stacks=stacks, cross=cross)
