@@ -95,7 +95,7 @@ def get_config(corpus="data/demo_corpus"):
   # 64 held-out utterances (decoder and CTC transcripts), the validation cache's losses per task,
   # the 64 pairs of each pairwise set. No TTS loopback (minutes per run at this budget, and these
   # models do not yet speak intelligibly: docs/ablations.md), no joint CTC/attention decoding (a
-  # beam search; it does not take a Zipper yet).
+  # beam search: a few greedy decodes per utterance, kept out of the short grid's budget).
   c.eval_args = ["--text_tokenizer", "{corpus}/tokenizers/spm512.model",
                  "--speech_tokenizer", "{corpus}/tokenizers/dmel50x4",
                  "--asr_manifest", "test={corpus}/manifest_test.jsonl", "--max_examples", "64",

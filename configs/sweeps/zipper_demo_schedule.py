@@ -42,6 +42,8 @@ def get_config(corpus="data/demo_corpus"):
       {"name": "zipper_128", "gin_files": list(matched)},
       {"name": "zipper_128_x2", "gin_files": [*matched, "ablations/zipper_cross_every_2.gin"]},
   ]}
-  c.eval_args = list(zipper_demo.get_config(corpus).eval_args)
-  c.columns = list(zipper_demo.get_config(corpus).columns)
+  # As the short grid's evaluation, plus joint CTC/attention decoding (these models do listen).
+  short = zipper_demo.get_config(corpus)
+  c.eval_args = [a for a in short.eval_args if a != "--no_joint"]
+  c.columns = list(short.columns) + ["asr/test/joint/cer", "asr/test/joint/wer"]
   return c

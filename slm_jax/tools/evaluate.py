@@ -214,11 +214,7 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
         results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
             session, utts, slots=args.slots, decoder="ctc", frames=frames)
         weights = args.ctc_weight or [0.5]
-        joint = not args.no_joint and session.model.cfg.architecture == "shared"
-        if not args.no_joint and not joint:
-          print(f"{PROG}: no joint decoding for a {session.model.cfg.architecture} model "
-                "(shared decoder only)", file=sys.stderr)
-        for w in (weights if joint else []):    # joint CTC/attention beam search
+        for w in ([] if args.no_joint else weights):    # joint CTC/attention beam search
           key = f"{name}/joint" if len(weights) == 1 else f"{name}/joint{w:g}"
           results["asr"][key] = asr_eval.evaluate_asr(
               session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,

@@ -31,9 +31,10 @@ class _Session:
     return " ".join(str(int(i)) for i in ids)
 
 
-def _frames(lengths, seed=0):
+def _frames(lengths, seed=0, k=1):
+  """Random speech frames [T, K] (codes below 8: within every test codebook)."""
   rng = np.random.default_rng(seed)
-  return [rng.integers(0, 24, (t, 1)).astype(np.int32) for t in lengths]
+  return [rng.integers(0, 24 if k == 1 else 8, (t, k)).astype(np.int32) for t in lengths]
 
 
 @pytest.fixture
@@ -119,11 +120,28 @@ def test_bad_settings_and_models_without_a_ctc_head_are_refused():
     joint_decoding.joint_decode_ids(_Session(asr_ctc=False).model, _frames([3]))
 
 
-def test_a_zipper_model_is_refused_with_a_clear_error():
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_zipper_at_lambda_0_beam_1_is_its_greedy_decoder(paired):
+  """The search drives both towers' caches (reordered per beam) and reads the CTC head on the
+  speech tower: with no CTC weight and one beam it writes what the engine's greedy decoding does."""
+  from zipper_testing import tiny_zipper  # pylint: disable=import-outside-toplevel
+  model = make(tiny_zipper(asr_ctc=True), seed=3)
+  model.paired = paired
+  frames = _frames([5, 9, 3], seed=3, k=3)
+  want = _greedy_ids(model, frames, max_new=6)
+  got = joint_decoding.joint_decode_ids(model, frames, ctc_weight=0.0, beam_size=1,
+                                        max_new_tokens=6, batch_size=2, bucket=16)
+  assert [g.tolist() for g in got] == want
+  assert any(len(w) for w in want)
+
+
+def test_a_zipper_with_a_confident_ctc_head_follows_it(forced_head):
+  """The forced head is its speech tower's (ZipperHeads.ctc_logits reads h.speech)."""
   from zipper_testing import tiny_zipper  # pylint: disable=import-outside-toplevel
   model = make(tiny_zipper(asr_ctc=True))
-  with pytest.raises(joint_decoding.JointDecodingError, match="zipper"):
-    joint_decoding.joint_decode_ids(model, _frames([3]))
+  got = joint_decoding.joint_decode_ids(model, _frames([12, 3], k=3), ctc_weight=1.0, beam_size=3,
+                                        max_new_tokens=8, batch_size=2, bucket=16)
+  assert [g.tolist() for g in got] == [[7, 2, 2, 4], [7]]
 
 
 def test_evaluate_asr_with_the_joint_decoder(forced_head):

@@ -115,7 +115,7 @@ def test_the_full_schedule_grid_matches_parameters_and_reuses_the_short_grid(tmp
   for run in grid:
     assert not any(p.startswith(("TOTAL_STEPS", "BATCH_SIZE")) for p in run["gin_params"])
     assert "UnifiedVocab.text_vocab_name = 'sp:abc'" in run["gin_params"]
-  assert "--no_joint" in config.eval_args
+  assert "--no_joint" not in config.eval_args and "asr/test/joint/cer" in config.columns
   counts = []
   for run in grid[:2]:
     gin.clear_config()
