@@ -4,6 +4,7 @@
   slm-data train-spm --input TEXT --vocab_size N --out PREFIX
   slm-data fit-kmeans --audio_glob 'DIR/audio/train/*.wav' --num_units 512 --rate 25 --out DIR
   slm-data [--gin_file models/demo_14m.gin --gin_file tasks/demo.gin] cache --task NAME --out DIR
+           [--split train,validation --out 'DIR/{split}' --workers 2]
   slm-data inspect --cache DIR [--seq_len 256] [--rows 2]
 
 `--gin_file` / `--gin_param` come before the command; a command imports the modules whose
@@ -14,6 +15,7 @@ exit code 2. Also runnable as `python -m slm_jax.tools.data`.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import importlib
 import json
@@ -21,6 +23,7 @@ import sys
 
 import numpy as np
 
+from slm_jax.errors import SlmError
 from slm_jax.tools import cli_errors
 
 PROG = "slm-data"
@@ -137,13 +140,34 @@ def _add_fit_kmeans(subparsers) -> None:
 
 
 # -- cache ------------------------------------------------------------------------------------
+class CacheArgsError(SlmError, ValueError):
+  """`slm-data cache` flags that do not fit together."""
+
+
+def _setup_cache_worker(modules: list[str], gin_files: list[str], gin_params: list[str]) -> None:
+  """What `main` does before a command, in a spawned cache worker."""
+  from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+  for module in modules:
+    importlib.import_module(module)
+  configuration.parse(gin_files, gin_params, finalize=False)
+
+
 def _cache(args) -> int:
   # pylint: disable=import-outside-toplevel
-  from slm_jax.data.cache.tasks import cache_task
+  from slm_jax.data.cache.tasks import cache_splits
   from slm_jax.unified_vocab import UnifiedVocab
+  splits = [s for s in args.split.split(",") if s]
+  if not splits or (len(splits) > 1 and "{split}" not in args.out):
+    raise CacheArgsError(f"--split {args.split!r} names {len(splits)} splits: give --out with "
+                         "'{split}' in it (e.g. --out 'DIR/{split}'), one folder per split")
+  if args.workers < 1:
+    raise CacheArgsError(f"--workers must be >= 1, got {args.workers}")
   vocab = UnifiedVocab.load(args.vocab_spec) if args.vocab_spec else UnifiedVocab()
-  infos = cache_task(args.task, args.out, vocab, args.split, args.shards, args.overwrite,
-                     progress=not args.quiet)
+  setup = functools.partial(_setup_cache_worker, list(args.gin_modules) + list(args.module),
+                            list(args.gin_file), list(args.gin_param))
+  infos = cache_splits(args.task, {s: args.out.replace("{split}", s) for s in splits}, vocab,
+                       args.shards, args.overwrite, progress=not args.quiet,
+                       workers=args.workers, setup=setup)
   for info in infos:
     print(f"cached {info.task}/{info.split}: {info.num_examples} examples, {info.num_tokens} tokens, "
           f"K={info.num_channels} -> {info.directory}")
@@ -159,8 +183,14 @@ def _add_cache(subparsers) -> None:
       "The unified vocabulary comes from --vocab_spec (a vocab_spec.json or its folder), or else "
       "from gin (UnifiedVocab as bound by the gin files).")
   p.add_argument("--task", required=True, help="registered seqio Task or Mixture name")
-  p.add_argument("--out", required=True, help="cache directory (created atomically)")
-  p.add_argument("--split", default="train")
+  p.add_argument("--out", required=True,
+                 help="cache directory (created atomically); with several splits, a path with "
+                 "'{split}' in it")
+  p.add_argument("--split", default="train",
+                 help="split, or comma-separated splits cached by one command (e.g. train,validation)")
+  p.add_argument("--workers", type=int, default=1,
+                 help="processes writing the component caches (one per task and split) side by side; "
+                 "the files are the same for any number")
   p.add_argument("--shards", type=int, default=1, help="number of ArrayRecord files")
   p.add_argument("--vocab_spec", default=None, help="vocab_spec.json (default: gin UnifiedVocab)")
   p.add_argument("--module", action="append", default=["slm_jax.tasks"],

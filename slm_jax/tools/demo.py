@@ -91,20 +91,6 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
   return proc.stdout if capture else ""
 
 
-def _run_together(jobs: list[tuple[str, str, list[str]]]) -> None:
-  """Runs (what, module, args) commands side by side (one per core); fails like `_run`."""
-  procs = []
-  for what, module, args in jobs:
-    cmd = [sys.executable, "-m", module] + args
-    print(f"$ {' '.join(cmd[2:])}", flush=True)
-    procs.append((what, subprocess.Popen(cmd, text=True)))
-  failed = [(what, p.wait()) for what, p in procs]
-  failed = [(what, rc) for what, rc in failed if rc]
-  if failed:
-    raise SystemExit(f"demo: {failed[0][0]} failed (exit {failed[0][1]}); fix the error above and "
-                     "rerun `make demo` (finished stages are kept)")
-
-
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
                  sentences: int = 4500) -> list[str]:
@@ -152,19 +138,19 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
   for b in task_bindings:
     gin_args += ["--gin_param", b]
   with Stage("caches", timings):
-    # Both splits at once: each process spends its first ~20 s importing seqio and TensorFlow
-    # on one core, and the validation split is small, so side by side they take about as long
-    # as the train split alone.
-    jobs = []
-    for split in ("train", "validation"):
-      out = os.path.join(cache_root, split)
-      if not os.path.exists(os.path.join(out, "mixture.json")):
-        jobs.append((f"caching {MIXTURE} ({split})", "slm_jax.tools.data",
-                     gin_args + ["cache", "--task", MIXTURE, "--split", split, "--out", out,
-                                 "--quiet"]))
-      else:
-        print(f"cache present at {out}")
-    _run_together(jobs)
+    # One command for both splits: this process and one spawned worker each take the next
+    # component cache (task x split) as they finish one, so both cores stay busy to the end (the
+    # train split's ASR and TTS caches are the big ones). A split without mixture.json was
+    # interrupted: it is cached again from the start.
+    missing = [s for s in ("train", "validation")
+               if not os.path.exists(os.path.join(cache_root, s, "mixture.json"))]
+    for split in sorted({"train", "validation"} - set(missing)):
+      print(f"cache present at {os.path.join(cache_root, split)}")
+    if missing:
+      _run(f"caching {MIXTURE} ({', '.join(missing)})", "slm_jax.tools.data",
+           gin_args + ["cache", "--task", MIXTURE, "--split", ",".join(missing),
+                       "--out", os.path.join(cache_root, "{split}"), "--workers", "2",
+                       "--overwrite", "--quiet"])
   # Training also transcribes held-out utterances every few hundred steps (ASR CER curves).
   return bindings + [
       f"DEMO_ASR_MANIFEST = '{os.path.join(corpus_dir, 'manifest_validation.jsonl')}'",

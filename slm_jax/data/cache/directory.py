@@ -90,6 +90,13 @@ def validate_example(ex: dict, vocab: UnifiedVocab, index: int = -1) -> None:
       raise ExampleError(f"{where}: speech_codes outside the codebook sizes {tuple(sizes)}")
 
 
+def refuse_existing(out_dir: str, overwrite: bool) -> None:
+  """FileExistsError if `out_dir` exists and may not be replaced."""
+  if os.path.exists(out_dir) and not overwrite:
+    raise FileExistsError(f"cache directory {os.path.abspath(out_dir)} already exists; pass "
+                          "--overwrite to replace it")
+
+
 def write_cache(examples: Iterable[dict], out_dir: str, vocab: UnifiedVocab, *, task: str,
                 split: str = "train", num_shards: int = 1, overwrite: bool = False,
                 total: Optional[int] = None, progress: bool = True) -> CacheInfo:
@@ -106,8 +113,7 @@ def write_cache(examples: Iterable[dict], out_dir: str, vocab: UnifiedVocab, *, 
   import tqdm  # pylint: disable=import-outside-toplevel
 
   out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and not overwrite:
-    raise FileExistsError(f"cache directory {out_dir} already exists; pass --overwrite to replace it")
+  refuse_existing(out_dir, overwrite)
   if num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
   parent, name = os.path.split(out_dir)
