@@ -9,26 +9,13 @@ import pytest
 from flax import nnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
-from zipper_testing import randomize, tiny_zipper  # noqa: E402
+from zipper_testing import mixed_rows, randomize, tiny_zipper  # noqa: E402
 from slm_jax.inference import sampling  # noqa: E402
 from slm_jax.inference.engine import Engine  # noqa: E402
 from slm_jax.models.build import build, init_cache  # noqa: E402
-from slm_jax.unified_vocab import BOS_ID  # noqa: E402
 from test_engine import run_engine  # noqa: E402
 
 MAX_LEN = 32
-
-
-def _sequence(vocab, n, seed=0):
-  """BOS, then text and speech runs, each opened by its marker."""
-  rng = np.random.default_rng(seed)
-  out = [BOS_ID]
-  while len(out) < n:
-    speech = rng.random() < 0.5
-    out.append(vocab.special_id("[SPEECH]" if speech else "[TEXT]"))
-    lo, hi = (vocab.speech_start, vocab.size) if speech else (vocab.text_start, vocab.speech_start)
-    out.extend(rng.integers(lo, hi, rng.integers(1, 5)).tolist())
-  return np.asarray(out[:n], np.int32)
 
 
 @pytest.mark.parametrize("every", [(1, 2), (2, 0)])
@@ -36,7 +23,7 @@ def test_cached_forward_equals_recomputation_token_by_token(every):
   model = randomize(build(tiny_zipper(text_every=every[0], speech_every=every[1])), gate=0.6)
   v, k_extra = model.cfg.vocab, model.cfg.num_channels - 1
   n = 20
-  tokens = jnp.asarray(_sequence(v, n)[None])
+  tokens = jnp.asarray(mixed_rows(v, n))
   codes = jnp.asarray(np.random.default_rng(1).integers(0, 8, (1, n, k_extra)), jnp.int32)
   codes = jnp.where(v.is_speech(tokens)[..., None], codes, 0)
   seg, pos = jnp.ones((1, n), jnp.int32), jnp.arange(n, dtype=jnp.int32)[None]
@@ -63,7 +50,7 @@ def test_engine_greedy_equals_recomputation_across_both_towers():
   model = randomize(build(tiny_zipper()), seed=2, gate=0.6, std=0.5)
   v, k_extra = model.cfg.vocab, model.cfg.num_channels - 1
   engine = Engine(model, slots=2, max_length=MAX_LEN, steps_per_call=4, stop_ids=())
-  ps = [_sequence(v, 6, seed=3), _sequence(v, 11, seed=4)]
+  ps = [mixed_rows(v, 6, seed=3)[0], mixed_rows(v, 11, seed=4)[0]]
   rng = np.random.default_rng(5)
   codes = [rng.integers(0, 8, (p.size, k_extra)).astype(np.int32) for p in ps]
   outs = run_engine(engine, ps, max_new=10, codes=codes)

@@ -7,13 +7,12 @@ import pytest
 from flax import nnx
 
 from model_testing import tiny
-from zipper_testing import randomize, tiny_zipper
+from zipper_testing import mixed_rows, randomize, tiny_zipper
 from slm_jax.inference import sampling
 from slm_jax.inference.engine import Engine
 from slm_jax.models import zipper
 from slm_jax.models.build import build, init_cache
 from slm_jax.models.zipper_config import TowerConfig
-from slm_jax.unified_vocab import BOS_ID
 
 MAX_LEN = 32
 
@@ -23,22 +22,6 @@ def paired_zipper(text_layers=2, speech_layers=2, text_every=1, speech_every=1):
   return tiny(speech_codebook_sizes=(24, 16, 8), architecture="zipper",
               zipper_text=TowerConfig(text_layers, 32, 4, 2, 8, 64, text_every, True),
               zipper_speech=TowerConfig(speech_layers, 24, 4, 2, 8, 48, speech_every, True))
-
-
-def _rows(vocab, n, b, seed=0):
-  """b rows of BOS, then text and speech runs, each opened by its marker (towers switch often
-  and the rows are in different towers at the same step)."""
-  rng = np.random.default_rng(seed)
-  rows = []
-  for _ in range(b):
-    out = [BOS_ID]
-    while len(out) < n:
-      speech = rng.random() < 0.5
-      out.append(vocab.special_id("[SPEECH]" if speech else "[TEXT]"))
-      lo, hi = (vocab.speech_start, vocab.size) if speech else (vocab.text_start, vocab.speech_start)
-      out.extend(rng.integers(lo, hi, rng.integers(1, 4)).tolist())
-    rows.append(out[:n])
-  return np.asarray(rows, np.int32)
 
 
 @nnx.jit(static_argnums=(6,))
@@ -67,7 +50,7 @@ def test_paired_cached_equals_per_tower_cached_and_recomputation(layers, every, 
   model = randomize(build(paired_zipper(*layers, *every)), gate=0.6)
   assert zipper.towers_pair(model.cfg.tower("text"), model.cfg.tower("speech"))
   v, k_extra, n = model.cfg.vocab, model.cfg.num_channels - 1, 20
-  tokens = jnp.asarray(_rows(v, n, 2))
+  tokens = jnp.asarray(mixed_rows(v, n, 2, max_run=3))
   codes = jnp.asarray(np.random.default_rng(1).integers(0, 8, (2, n, k_extra)), jnp.int32)
   codes = jnp.where(v.is_speech(tokens)[..., None], codes, 0)
   seg, pos = jnp.ones((2, n), jnp.int32), jnp.tile(jnp.arange(n, dtype=jnp.int32), (2, 1))
@@ -144,7 +127,7 @@ def _engine_tokens(model, prompts, codes, max_new):
 def test_engine_greedy_paired_equals_per_tower_and_recomputation():
   model = randomize(build(paired_zipper()), seed=2, gate=0.6, std=0.5)
   v, k_extra, max_new = model.cfg.vocab, model.cfg.num_channels - 1, 10
-  prompts = [_rows(v, 6, 1, seed=3)[0], _rows(v, 11, 1, seed=4)[0]]
+  prompts = [mixed_rows(v, 6, seed=3, max_run=3)[0], mixed_rows(v, 11, seed=4, max_run=3)[0]]
   rng = np.random.default_rng(5)
   codes = [rng.integers(0, 8, (p.size, k_extra)).astype(np.int32) for p in prompts]
   paired = _engine_tokens(model, prompts, codes, max_new)

@@ -6,6 +6,7 @@ from flax import nnx
 
 from model_testing import random_batch, tiny
 from slm_jax.models.zipper_config import TowerConfig
+from slm_jax.unified_vocab import BOS_ID
 
 
 def tiny_zipper(speech_codebook_sizes=(24, 16, 8), text_every=1, speech_every=2, **kw):
@@ -13,6 +14,22 @@ def tiny_zipper(speech_codebook_sizes=(24, 16, 8), text_every=1, speech_every=2,
   return tiny(speech_codebook_sizes=speech_codebook_sizes, architecture="zipper",
               zipper_text=TowerConfig(2, 32, 4, 2, 8, 64, text_every, True),
               zipper_speech=TowerConfig(3, 24, 2, 1, 8, 48, speech_every, True), **kw)
+
+
+def mixed_rows(vocab, n, b=1, seed=0, max_run=4):
+  """int32[b, n]: rows of BOS, then text and speech runs of 1..max_run tokens, each opened by its
+  marker (the towers switch often, and rows are in different towers at the same step)."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(b):
+    out = [BOS_ID]
+    while len(out) < n:
+      speech = rng.random() < 0.5
+      out.append(vocab.special_id("[SPEECH]" if speech else "[TEXT]"))
+      lo, hi = (vocab.speech_start, vocab.size) if speech else (vocab.text_start, vocab.speech_start)
+      out.extend(rng.integers(lo, hi, rng.integers(1, max_run + 1)).tolist())
+    rows.append(out[:n])
+  return np.asarray(rows, np.int32)
 
 
 def zipper_batch(cfg, seed=0, b=2, l=16):
