@@ -9,8 +9,7 @@ import pytest
 from flax import nnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
-from zipper_testing import mixed_rows, randomize, tiny_zipper  # noqa: E402
-from slm_jax.inference import sampling  # noqa: E402
+from zipper_testing import greedy_by_recomputation, mixed_rows, randomize, tiny_zipper  # noqa: E402
 from slm_jax.inference.engine import Engine  # noqa: E402
 from slm_jax.models.build import build, init_cache  # noqa: E402
 from test_engine import run_engine  # noqa: E402
@@ -54,32 +53,12 @@ def test_engine_greedy_equals_recomputation_across_both_towers():
   rng = np.random.default_rng(5)
   codes = [rng.integers(0, 8, (p.size, k_extra)).astype(np.int32) for p in ps]
   outs = run_engine(engine, ps, max_new=10, codes=codes)
-  ids = sampling.ModalityIds.from_vocab(v)
-
-  @nnx.jit
-  def last(m, t, s, p, c, n):
-    lg, ch = m.logits(t, s, p, c)
-    return lg[:, n - 1], ch[:, n - 1]
-
   towers = set()
   for i, p in enumerate(ps):
-    toks, cds = list(p), list(codes[i])
-    for _ in range(10):
-      n = len(toks)
-      t = np.zeros((1, MAX_LEN), np.int32)
-      t[0, :n] = toks
-      c = np.zeros((1, MAX_LEN, k_extra), np.int32)
-      c[0, :n] = np.stack(cds)
-      seg = (np.arange(MAX_LEN) < n).astype(np.int32)[None]
-      lg, ch = last(model, jnp.asarray(t), jnp.asarray(seg), jnp.arange(MAX_LEN, dtype=jnp.int32)[None],
-                    jnp.asarray(c), n)
-      allowed = sampling.allowed_ids(ids, jnp.asarray([sampling.MODES["any"]]), jnp.zeros(1, jnp.int32),
-                                     lg.shape[-1])
-      tok = int(jnp.argmax(sampling.apply_mask(lg, allowed), -1)[0])
-      code = np.asarray(jnp.argmax(ch, -1)[0]) if v.is_speech(tok) else np.zeros(k_extra, np.int32)
-      towers.add(bool(v.is_speech(toks[-1]) or toks[-1] == v.special_id("[SPEECH]")))
-      toks.append(tok)
-      cds.append(code.astype(np.int32))
-    np.testing.assert_array_equal(outs[i][0], toks[len(p):], err_msg=f"prompt {i}")
-    np.testing.assert_array_equal(np.stack(outs[i][1]), np.stack(cds[len(p):]))
+    toks, cds = greedy_by_recomputation(model, p, codes[i], 10, MAX_LEN)
+    np.testing.assert_array_equal(outs[i][0], toks, err_msg=f"prompt {i}")
+    np.testing.assert_array_equal(np.stack(outs[i][1]), cds)
+    # the tower of each emitted token: the one holding the position it was predicted from
+    for prev in [int(p[-1])] + toks[:-1]:
+      towers.add(bool(v.is_speech(prev) or prev == v.special_id("[SPEECH]")))
   assert towers == {True, False}     # both towers emitted some of the tokens

@@ -7,8 +7,7 @@ import pytest
 from flax import nnx
 
 from model_testing import tiny
-from zipper_testing import mixed_rows, randomize, tiny_zipper
-from slm_jax.inference import sampling
+from zipper_testing import greedy_by_recomputation, mixed_rows, randomize, tiny_zipper
 from slm_jax.inference.engine import Engine
 from slm_jax.models import zipper
 from slm_jax.models.build import build, init_cache
@@ -80,35 +79,6 @@ def test_towers_of_different_head_layouts_keep_their_own_caches():
   assert shared.stacks["towers"].k_YBGSE.shape == (2, 1, 2, MAX_LEN, 8)
 
 
-def _greedy_by_recomputation(model, prompt, prompt_codes, steps):
-  """Greedy tokens (mode any) by running the full model over the whole sequence at each step."""
-  v, k_extra = model.cfg.vocab, model.cfg.num_channels - 1
-  ids = sampling.ModalityIds.from_vocab(v)
-
-  @nnx.jit
-  def last(m, t, s, p, c, n):
-    lg, ch = m.logits(t, s, p, c)
-    return lg[:, n - 1], ch[:, n - 1]
-
-  toks, cds = list(prompt), list(prompt_codes)
-  for _ in range(steps):
-    n = len(toks)
-    t = np.zeros((1, MAX_LEN), np.int32)
-    t[0, :n] = toks
-    c = np.zeros((1, MAX_LEN, k_extra), np.int32)
-    c[0, :n] = np.stack(cds)
-    seg = (np.arange(MAX_LEN) < n).astype(np.int32)[None]
-    lg, ch = last(model, jnp.asarray(t), jnp.asarray(seg),
-                  jnp.arange(MAX_LEN, dtype=jnp.int32)[None], jnp.asarray(c), n)
-    allowed = sampling.allowed_ids(ids, jnp.asarray([sampling.MODES["any"]]),
-                                   jnp.zeros(1, jnp.int32), lg.shape[-1])
-    tok = int(jnp.argmax(sampling.apply_mask(lg, allowed), -1)[0])
-    code = np.asarray(jnp.argmax(ch, -1)[0]) if v.is_speech(tok) else np.zeros(k_extra, np.int32)
-    toks.append(tok)
-    cds.append(code.astype(np.int32))
-  return toks[len(prompt):]
-
-
 def _engine_tokens(model, prompts, codes, max_new):
   engine = Engine(model, slots=len(prompts), max_length=MAX_LEN, steps_per_call=4, stop_ids=())
   state = engine.init_decode_state()
@@ -136,6 +106,6 @@ def test_engine_greedy_paired_equals_per_tower_and_recomputation():
   assert paired == alone
   towers = set()
   for p, c, got in zip(prompts, codes, paired):
-    assert got == _greedy_by_recomputation(model, p, c, max_new)
+    assert got == greedy_by_recomputation(model, p, c, max_new, MAX_LEN)[0]
     towers |= {bool(v.is_speech(t)) for t in got}
   assert towers == {True, False}       # both towers emitted tokens

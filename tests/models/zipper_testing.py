@@ -60,3 +60,34 @@ def randomize(model, seed=1, gate=None, std=0.3):
       out.append(std * jax.random.normal(k, x.shape, x.dtype))
   nnx.update(model, jax.tree_util.tree_unflatten(treedef, out))
   return model
+
+
+def greedy_by_recomputation(model, prompt, prompt_codes, steps, max_len=32):
+  """Greedy continuation (mode any) by running the full model over the whole sequence at each
+  step, the reference for cached generation: (new token ids, new codes int32[steps, K-1])."""
+  from slm_jax.inference import sampling  # pylint: disable=import-outside-toplevel
+  v, k_extra = model.cfg.vocab, model.cfg.num_channels - 1
+  ids = sampling.ModalityIds.from_vocab(v)
+
+  @nnx.jit
+  def last(m, t, s, p, c, n):
+    lg, ch = m.logits(t, s, p, c)
+    return lg[:, n - 1], ch[:, n - 1]
+
+  toks, cds = list(prompt), list(prompt_codes)
+  for _ in range(steps):
+    n = len(toks)
+    t = np.zeros((1, max_len), np.int32)
+    t[0, :n] = toks
+    c = np.zeros((1, max_len, k_extra), np.int32)
+    c[0, :n] = np.stack(cds)
+    seg = (np.arange(max_len) < n).astype(np.int32)[None]
+    lg, ch = last(model, jnp.asarray(t), jnp.asarray(seg),
+                  jnp.arange(max_len, dtype=jnp.int32)[None], jnp.asarray(c), n)
+    allowed = sampling.allowed_ids(ids, jnp.asarray([sampling.MODES["any"]]),
+                                   jnp.zeros(1, jnp.int32), lg.shape[-1])
+    tok = int(jnp.argmax(sampling.apply_mask(lg, allowed), -1)[0])
+    code = np.asarray(jnp.argmax(ch, -1)[0]) if v.is_speech(tok) else np.zeros(k_extra, np.int32)
+    toks.append(tok)
+    cds.append(code.astype(np.int32))
+  return toks[len(prompt):], np.stack(cds[len(prompt):])
