@@ -177,9 +177,10 @@ def main():
       times[name].append(run())
   tps = {} if args.skip_decode else decode_rounds({k: v[2] for k, v in results.items()}, args)
   for name, (n, peak, model) in results.items():
-    results[name] = (n, statistics.median(times[name]), peak, tps.get(name))
+    decode = tps.get(name)
+    results[name] = (n, statistics.median(times[name]), peak, decode)
     print(f"{name:7s} params {n / 1e6:6.2f}M  step {results[name][1] * 1e3:8.1f} ms  "
-          f"peak {peak / 2**20:8.1f} MiB" + ("" if tps is None else f"  decode {tps:7.1f} tok/s"))
+          f"peak {peak / 2**20:8.1f} MiB" + ("" if decode is None else f"  decode {decode:7.1f} tok/s"))
   (n0, _, m0, d0), (n1, _, m1, d1) = results["shared"], results["zipper"]
   ratio = statistics.median(z / s for s, z in zip(times["shared"], times["zipper"]))
   print(f"zipper / shared: params {n1 / n0:.2f}x  step {ratio:.2f}x (median of {args.steps} "
