@@ -4,6 +4,7 @@ import functools
 import os
 import time
 
+import gin
 import pytest
 
 tf = pytest.importorskip("tensorflow")
@@ -14,7 +15,8 @@ from slm_jax.data.cache.tasks import MIXTURE_FILENAME, cache_splits  # noqa: E40
 from slm_jax.data.synthetic import synthetic_examples  # noqa: E402
 from slm_jax.tools import cli_errors  # noqa: E402
 from slm_jax.tools import data as data_cli  # noqa: E402
-from slm_jax.unified_vocab import UnifiedVocab  # noqa: E402
+from slm_jax.errors import SlmError  # noqa: E402
+from slm_jax.unified_vocab import UnifiedVocab, VocabMismatchError  # noqa: E402
 
 VOCAB = UnifiedVocab(text_size=100, speech_codebook_sizes=(64, 16, 16))
 MIXTURE = "test_side_by_side_mix"
@@ -103,3 +105,36 @@ def test_several_splits_need_a_split_placeholder(tmp_path, capsys):
       ["cache", "--task", MIXTURE, "--split", "train,validation", "--out", str(tmp_path / "c")]))
   assert code == 2 and "'{split}'" in capsys.readouterr().err
   assert not (tmp_path / "c").exists()
+
+
+@gin.configurable
+def _mismatch(message: str) -> None:
+  raise VocabMismatchError(message)
+
+
+def _meet_then_mismatch_in_worker(i: int, folder: str, main_pid: int) -> int:
+  """Both jobs run at once; the one in the spawned worker raises through a gin-configured call."""
+  _meet(i, folder)
+  if os.getpid() != main_pid:
+    _mismatch(f"job {i} has another vocabulary")
+  return i
+
+
+def test_an_error_gin_rethrows_in_a_worker_comes_back_as_its_class(tmp_path):
+  # gin re-raises as an instance of a subclass made at run time, which pickle cannot send back.
+  with pytest.raises(VocabMismatchError, match="has another vocabulary") as caught:
+    side_by_side.run_side_by_side(
+        [functools.partial(_meet_then_mismatch_in_worker, i, str(tmp_path), os.getpid())
+         for i in range(2)], workers=2)
+  assert isinstance(caught.value, SlmError)
+
+
+def test_portable_error_keeps_class_and_message():
+  try:
+    _mismatch("typo in the vocabulary")
+  except VocabMismatchError as e:
+    gin_error = e
+  portable = side_by_side.portable_error(gin_error)
+  assert type(portable) is VocabMismatchError and "typo in the vocabulary" in str(portable)
+  plain = ValueError("fine")
+  assert side_by_side.portable_error(plain) is plain
