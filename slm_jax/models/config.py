@@ -53,6 +53,9 @@ class ModelConfig:
   attention_impl: str = "auto"        # a name in kernels/dispatch.py ("auto": chosen per backend)
   init_std: float = 0.02
   qkv_bias: bool = False              # biases on the q/k/v projections (Qwen2 family)
+  # 0: speech channels 1..K-1 embedded by full per-code tables; R > 0: factorized through R
+  # features per code (models/towers.py `SpeechChannelEmbedding`).
+  speech_embed_rank: int = 0
   asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
                                       # (a Zipper's sits on its speech tower)
   # Task tags (e.g. ("[ASR]",)) whose segments' speech is read whole: the decoder's self-attention
@@ -92,6 +95,8 @@ class ModelConfig:
           raise ConfigError(f"ModelConfig.{name}: num_layers={t.num_layers} must be >= 1 and "
                             f"cross_every={t.cross_every} >= 0")
         self.tower(name.split("_")[1])    # validates heads and widths
+    if self.speech_embed_rank < 0:
+      raise ConfigError(f"speech_embed_rank={self.speech_embed_rank} must be >= 0 (0 = full tables)")
     if self.num_heads % self.num_kv_heads:
       raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:

@@ -38,7 +38,13 @@ class TokenEmbedding(nnx.Module):
 
 
 class SpeechChannelEmbedding(nnx.Module):
-  """Embeds speech channels 1..K-1; their sizes may differ (offsets into one flat table)."""
+  """Embeds speech channels 1..K-1; their sizes may differ (offsets into one flat table).
+
+  Full (`ModelConfig.speech_embed_rank = 0`): a D-wide row per code of every channel, summed.
+  Factorized (rank R > 0): an R-vector per code, the channels' vectors concatenated and projected
+  to D; the same function class when R >= D, and for many channels of ordered levels (dMel) much
+  cheaper: the full form is a [B x L, (K-1) x C] one-hot matmul forward and backward.
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     sizes = cfg.vocab.extra_codebook_sizes
@@ -47,11 +53,26 @@ class SpeechChannelEmbedding(nnx.Module):
     self.total = int(sum(sizes))
     self.max_codebook = int(max(sizes)) if sizes else 0
     self.sizes = tuple(int(c) for c in sizes)
-    self.table = param(rngs, (self.total, cfg.embed_dim), ("codebook", "embed"),
-                       cfg.jnp_param_dtype, std=cfg.init_std)
+    self.rank = int(cfg.speech_embed_rank)
+    if self.rank:
+      # Factorized: each code -> `rank` features ([N, R]), all channels' features -> the width
+      # ([(K-1) x R, D]): a gather and one small matmul instead of the one-hot contraction below.
+      n_channels = len(sizes)
+      self.features = param(rngs, (self.total, self.rank), ("codebook", None),
+                            cfg.jnp_param_dtype, std=1.0)
+      self.projection = param(rngs, (n_channels * self.rank, cfg.embed_dim), ("channels", "embed"),
+                              cfg.jnp_param_dtype, std=cfg.init_std / np.sqrt(self.rank))
+    else:
+      self.table = param(rngs, (self.total, cfg.embed_dim), ("codebook", "embed"),
+                         cfg.jnp_param_dtype, std=cfg.init_std)
 
   def __call__(self, codes_BLK):
     """codes [B, L, K-1] (channels 1..K-1) -> the sum of their embeddings [B, L, D]."""
+    if self.rank:
+      flat_BLK = codes_BLK + jnp.asarray(self.offsets, jnp.int32)
+      features_BLKR = jnp.take(self.features[...].astype(self.dtype), flat_BLK, axis=0)
+      features_BLN = features_BLKR.reshape(*codes_BLK.shape[:-1], -1)   # N = (K-1) x R
+      return features_BLN @ self.projection[...].astype(self.dtype)
     table_ND = self.table[...].astype(self.dtype)          # N = all extra channels' codes
     if codes_BLK.shape[-1] >= _MULTIHOT_MIN_CHANNELS:
       # One-hot per channel against its own codebook ([B, L, K-1, C_max], not against all N
