@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Sequence
 
 from slm_jax.tools import cli_errors
 
@@ -93,8 +94,12 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
 
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
-                 sentences: int = 4500) -> list[str]:
-  """Corpus, tokenizers and caches; returns the gin bindings that point training at them."""
+                 sentences: int = 4500, gin_params: Sequence[str] = ()) -> list[str]:
+  """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
+
+  gin_params: the user's extra bindings; the saved dMel tokenizer and the caches follow them too
+  (e.g. `MelConfig.n_mels = 40`, a task's `select_speakers.speakers`).
+  """
   with Stage("corpus", timings):
     if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
       # One reading per sentence: as much audio as two readings of half the sentences, but twice
@@ -119,7 +124,7 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       # the export and every later reader use exactly these settings.
       from slm_jax import configuration  # pylint: disable=import-outside-toplevel
       from slm_jax.data.speech.dmel import DMelTokenizer  # pylint: disable=import-outside-toplevel
-      configuration.parse(["models/demo.gin"], finalize=False)
+      configuration.parse(["models/demo.gin"], gin_params, finalize=False)
       DMelTokenizer().save(dmel_dir)
       print(f"saved the dMel tokenizer to {dmel_dir}")
 
@@ -135,7 +140,7 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
   task_bindings = bindings + [f"demo_text_vocab.path = '{spm_prefix}.model'",
                               f"demo_speech_tokenizer.path = '{dmel_dir}'"]
   gin_args = ["--gin_file", "models/demo.gin", "--gin_file", TASK_GIN]
-  for b in task_bindings:
+  for b in task_bindings + list(gin_params):
     gin_args += ["--gin_param", b]
   with Stage("caches", timings):
     # One command for both splits: this process and one spawned worker each take the next
@@ -432,7 +437,7 @@ def main(argv=None) -> int:
     result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
     train_summary(workdir, result, timings["train"] / 60)
     return 0
-  bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences)
+  bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param)
   extra = (MINIATURE_BINDINGS if args.miniature else []) + args.gin_param
   result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
   train_summary(workdir, result, timings["train"] / 60)
