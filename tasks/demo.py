@@ -4,6 +4,8 @@ Tasks (`demo_<template>`):
   demo_text_lm            text LM on the unique train sentences (DIR/texts*.txt)
   demo_speech_lm          speech unit continuation on every utterance
   demo_asr, demo_tts      speech -> text, text -> speech
+  demo_tts_words          text -> speech, word-interleaved: each word's text before its speech
+                          (slm_jax/data/templates/word_tts.py; needs word timings)
   demo_interleaved_span   span interleaving (Zeng et al. 2024)
   demo_interleaved_word   word-aligned interleaving (Spirit LM)
   demo_instruct           SYNTHETIC instructions made from the utterances themselves
@@ -12,7 +14,9 @@ Mixtures:
   demo_spiritlm_thirds    speech-only / interleaved (word-aligned) / text-only in thirds (Spirit LM)
   demo_all                every task; rates from `demo_all_rates` (gin)
   demo_main               the demo's recipe: ASR + TTS (whole transcripts paired with their
-                          speech) + a little text LM; rates from `demo_main_rates` (gin)
+                          speech) + a little text LM; rates from `demo_main_rates` (gin), where
+                          `tts_words` > 0 adds word-interleaved TTS (configs/tasks/demo_main_words.gin)
+A task whose rate is 0 is left out of demo_all / demo_main (not cached, not read).
 
 Where things live (gin; configs/tasks/demo.gin):
   demo_corpus_dir.path          the corpus folder (default $SLM_DEMO_CORPUS or data/demo_corpus)
@@ -29,12 +33,14 @@ import os
 from typing import Optional
 
 import gin
+import seqio
 
 from slm_jax.tasks import registration, sources
 
 SPLITS = ("train", "validation", "test", "test_real")
 TEXT_SPLITS = ("train", "validation", "test")
-TEMPLATE_NAMES = ("speech_lm", "asr", "tts", "interleaved_span", "interleaved_word", "instruct")
+TEMPLATE_NAMES = ("speech_lm", "asr", "tts", "interleaved_span", "interleaved_word", "instruct",
+                  "tts_words")
 
 
 @gin.configurable
@@ -98,22 +104,39 @@ def demo_speech_tokenizer(kind: str = "kmeans", path: Optional[str] = None):
 @gin.configurable
 def demo_all_rates(text_lm: float = 1.0, speech_lm: float = 1.0, asr: float = 1.0,
                    tts: float = 1.0, interleaved_span: float = 1.0, interleaved_word: float = 1.0,
-                   instruct: float = 0.5) -> dict[str, float]:
-  """Mixing rates of demo_all, by template name (relative weights)."""
+                   instruct: float = 0.5, tts_words: float = 0.0) -> dict[str, float]:
+  """Mixing rates of demo_all, by template name (relative weights; 0 leaves a task out)."""
   return dict(text_lm=text_lm, speech_lm=speech_lm, asr=asr, tts=tts,
               interleaved_span=interleaved_span, interleaved_word=interleaved_word,
-              instruct=instruct)
+              instruct=instruct, tts_words=tts_words)
 
 
 @gin.configurable
-def demo_main_rates(asr: float = 1.0, tts: float = 1.0, text_lm: float = 0.25) -> dict[str, float]:
+def demo_main_rates(asr: float = 1.0, tts: float = 1.0, text_lm: float = 0.25,
+                    tts_words: float = 0.0) -> dict[str, float]:
   """Mixing rates of demo_main (relative weights): the tasks that pair a whole transcript with
-  its speech, which is what ASR and TTS are learned from, plus some text LM."""
-  return dict(asr=asr, tts=tts, text_lm=text_lm)
+  its speech, which is what ASR and TTS are learned from, plus some text LM. `tts_words`:
+  word-interleaved TTS (demo_tts_words); 0 (the default) leaves it out of the mixture."""
+  return dict(asr=asr, tts=tts, text_lm=text_lm, tts_words=tts_words)
 
 
 def _rate(template: str, table=demo_all_rates):
   return lambda task: table()[template]
+
+
+class PositiveRateMixture(seqio.Mixture):
+  """A Mixture whose tasks are those with a rate > 0, read when the tasks are asked for (rates
+  are gin-bound after registration): a 0-rate task is neither cached nor read."""
+
+  @property
+  def tasks(self):
+    return [t for t in super().tasks if self.get_rate(t) > 0]
+
+
+def _add_positive_rate_mixture(name: str, rates: dict) -> None:
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, list(rates.items()), mixture_cls=PositiveRateMixture)
 
 
 def register(prefix: str = "demo") -> list[str]:
@@ -126,9 +149,9 @@ def register(prefix: str = "demo") -> list[str]:
                                        demo_speech_tokenizer).name)
   registration.add_mixture(f"{prefix}_spiritlm_thirds", {
       f"{prefix}_speech_lm": 1.0, f"{prefix}_interleaved_word": 1.0, f"{prefix}_text_lm": 1.0})
-  registration.add_mixture(f"{prefix}_all", {n: _rate(n[len(prefix) + 1:]) for n in names})
-  registration.add_mixture(f"{prefix}_main", {f"{prefix}_{t}": _rate(t, demo_main_rates)
-                                              for t in ("asr", "tts", "text_lm")})
+  _add_positive_rate_mixture(f"{prefix}_all", {n: _rate(n[len(prefix) + 1:]) for n in names})
+  _add_positive_rate_mixture(f"{prefix}_main", {f"{prefix}_{t}": _rate(t, demo_main_rates)
+                                                for t in ("asr", "tts", "text_lm", "tts_words")})
   return names
 
 

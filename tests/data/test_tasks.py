@@ -74,7 +74,7 @@ def _examples(name, split="train", seed=0, sequence_length=None):
 
 def test_names_registered_and_registration_idempotent():
   tasks = ["demo_text_lm", "demo_speech_lm", "demo_asr", "demo_tts", "demo_interleaved_span",
-           "demo_interleaved_word", "demo_instruct"]
+           "demo_interleaved_word", "demo_instruct", "demo_tts_words"]
   assert set(tasks) <= set(seqio.TaskRegistry.names())
   assert demo.register() == tasks
   assert demo.register() == tasks  # twice: replaces, never crashes
@@ -82,7 +82,7 @@ def test_names_registered_and_registration_idempotent():
   mix = seqio.get_mixture_or_task("demo_spiritlm_thirds")
   assert sorted(t.name for t in mix.tasks) == ["demo_interleaved_word", "demo_speech_lm", "demo_text_lm"]
   assert {mix.get_rate(t) for t in mix.tasks} == {1.0}
-  assert len(seqio.get_mixture_or_task("demo_all").tasks) == 7
+  assert len(seqio.get_mixture_or_task("demo_all").tasks) == 7   # demo_tts_words: rate 0
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
@@ -216,3 +216,33 @@ def test_tfds_source_gives_the_same_examples(corpus, tmp_path):
   manifest = [e["tokens"].tolist() for e in _examples("demo_asr", split="validation")]
   gin.parse_config(["demo_source.kind = 'tfds'", f"demo_source.tfds_data_dir = '{tmp_path}'"])
   assert [e["tokens"].tolist() for e in _examples("demo_asr", split="validation")] == manifest
+
+
+def test_tts_words_task_its_speaker_filter_and_its_rate_in_demo_main(corpus, tmp_path):
+  """demo_tts_words builds word-interleaved examples (one [SPEECH] per word), follows its own
+  select_speakers, joins demo_main only with demo_main_rates.tts_words > 0, and is cached."""
+  import json as json_lib  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.cache.tasks import cache_splits  # pylint: disable=import-outside-toplevel
+  vocab = _configure(corpus)
+  exs = _examples("demo_tts_words")
+  assert len(exs) == 3
+  words = [len(s.split()) for s in SENTENCES["train"] if s]
+  for ex, n in zip(exs, words):
+    tokens = ex["tokens"]
+    assert tokens[1] == vocab.special_id("[TTS]")
+    assert (tokens == vocab.special_id("[SPEECH]")).sum() == n
+    assert ex["loss_mask"][tokens == vocab.special_id("[TEXT]")].tolist() == [0] + [1] * (n - 1)
+  gin.parse_config(["demo_tts_words/select_speakers.speakers = ['ine-b']"])
+  assert len(_examples("demo_tts_words")) == 1
+  gin.parse_config(["demo_tts_words/select_speakers.speakers = None"])
+  mix = seqio.get_mixture_or_task("demo_main")
+  assert sorted(t.name for t in mix.tasks) == ["demo_asr", "demo_text_lm", "demo_tts"]
+  gin.parse_config(["demo_main_rates.tts = 0.0", "demo_main_rates.tts_words = 1.0"])
+  assert sorted(t.name for t in mix.tasks) == ["demo_asr", "demo_text_lm", "demo_tts_words"]
+  out = str(tmp_path / "cache")
+  infos = cache_splits("demo_main", {"validation": out}, vocab, progress=False)
+  assert sorted(i.task for i in infos) == ["demo_asr", "demo_text_lm", "demo_tts_words"]
+  with open(os.path.join(out, "mixture.json")) as f:
+    assert json_lib.load(f)["rates"] == {"demo_asr": 1.0, "demo_text_lm": 0.25,
+                                         "demo_tts_words": 1.0}
+  assert [i.num_examples for i in infos if i.task == "demo_tts_words"] == [1]

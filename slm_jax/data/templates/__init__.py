@@ -3,6 +3,7 @@
 docs/data_contract.md sections 2 -> 3. Each template is a gin-configurable dataclass:
 
     TextLM, SpeechLM, ASR, TTS                  (basic.py)
+    WordTTS                                     (word_tts.py: word-interleaved TTS)
     SpanInterleave, WordAlignedInterleave       (interleave.py)
     Instruct                                    (instruct.py)
 
@@ -18,8 +19,9 @@ from slm_jax.data.templates.instruct import Instruct
 from slm_jax.data.templates.interleave import SpanInterleave, WordAlignedInterleave
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.data.templates.utterance import SkipExample, Utterance
+from slm_jax.data.templates.word_tts import WordTTS
 
-TEMPLATES = {t.name: t for t in (TextLM, SpeechLM, ASR, TTS, SpanInterleave,
+TEMPLATES = {t.name: t for t in (TextLM, SpeechLM, ASR, TTS, WordTTS, SpanInterleave,
                                  WordAlignedInterleave, Instruct)}
 
 _PREPROCESSORS = ("apply_template", "template_example", "skip_counts", "reset_skip_counts")
@@ -32,6 +34,6 @@ def __getattr__(name):
   raise AttributeError(name)
 
 
-__all__ = ["Template", "TextLM", "SpeechLM", "ASR", "TTS", "SpanInterleave",
+__all__ = ["Template", "TextLM", "SpeechLM", "ASR", "TTS", "WordTTS", "SpanInterleave",
            "WordAlignedInterleave", "Instruct", "SequenceBuilder", "SkipExample", "Utterance",
            "TEMPLATES"] + list(_PREPROCESSORS)

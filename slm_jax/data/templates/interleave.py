@@ -17,8 +17,9 @@ frames[word_start(i) : word_end(j-1)] (silence before/after the span is dropped)
 WordAlignedInterleave (Spirit LM, Nguyen et al. 2024): modalities strictly alternate; the
 modality switches at a word boundary with probability `switch_prob` (geometric span lengths,
 at least `min_span_words`), the first span's modality is uniform. Speech is cut at boundary
-points between words (the middle of the pause between word w-1's end and word w's start), so
-the speech spans tile the audio contiguously, as when cutting a recording by word timings.
+points between words (`Utterance.boundary_tiles`: the middle of the pause between word w-1's end
+and word w's start), so the speech spans tile the audio contiguously, as when cutting a recording
+by word timings.
 The paper describes word-level switching on aligned data without fixing a span distribution we
 can reproduce exactly; `switch_prob` is our knob for it.
 """
@@ -136,9 +137,5 @@ class WordAlignedInterleave(_Interleave):
     return spans
 
   def speech_bounds(self, utt):
-    s, e = utt.word_frame_spans[:, 0], utt.word_frame_spans[:, 1]
-    mid = (e[:-1] + s[1:] + 1) // 2  # boundary between word w-1 and w, inside the pause
-    starts = np.maximum.accumulate(np.concatenate([[0], mid]))  # ordered even if timings overlap
-    mid = starts[1:]
-    ends = np.concatenate([mid, [utt.num_frames]])
-    return starts, ends
+    bounds = utt.boundary_tiles()
+    return bounds[:-1], bounds[1:]

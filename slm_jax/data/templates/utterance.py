@@ -104,6 +104,18 @@ class Utterance:
     self.require_alignment()
     return self.speech_frames[self.word_frame_spans[start, 0]:self.word_frame_spans[end - 1, 1]]
 
+  def boundary_tiles(self) -> np.ndarray:
+    """int32[W + 1] frame bounds that tile the audio by word: word w owns frames
+    [bounds[w], bounds[w + 1]), cut at the boundary point between words (the middle of the pause
+    between word w-1's end and word w's start); bounds[0] = 0 and bounds[W] = T, so leading and
+    trailing silence go to the first and last word (as when cutting a recording by word timings).
+    A word may own no frame when the timings overlap or round to one frame."""
+    self.require_alignment()
+    s, e = self.word_frame_spans[:, 0], self.word_frame_spans[:, 1]
+    mid = (e[:-1] + s[1:] + 1) // 2  # boundary between word w-1 and w, inside the pause
+    starts = np.maximum.accumulate(np.concatenate([[0], mid]))  # ordered even if timings overlap
+    return np.concatenate([starts, [self.num_frames]]).astype(np.int32)
+
   def require_alignment(self) -> None:
     if not self.aligned:
       raise SkipExample("no_alignment", "the template needs word timings (word_frame_spans)")
