@@ -1,7 +1,10 @@
 """TTS loopback evaluation: text -> the model's speech -> audio -> an offline recognizer -> WER.
 
-For each sentence the model generates speech greedily (the TTS prompt, answers constrained to
-speech), the session's speech tokenizer turns the frames into audio (written to `out_dir`), and
+For each sentence the model generates speech greedily, in one of two modes: "whole" (the TTS
+prompt with the whole text, answers constrained to speech; `generation.synthesize`) or "words"
+(word-interleaved TTS: each word's text injected before its speech as the model ends the previous
+word; `inference/word_tts.py`, for models trained with the WordTTS template). The session's
+speech tokenizer turns the frames into audio (written to `out_dir`), and
 the recognizer (`recognizer.py`, pocketsphinx) transcribes it. Beside the loopback WER / CER:
 
   baseline      the loopback hypotheses scored against other sentences (`baselines.py`): speech
@@ -22,6 +25,7 @@ from slm_jax.data import audio as audio_lib
 from slm_jax.evaluation import baselines, generation, resynthesis
 from slm_jax.evaluation.error_rates import error_rates
 from slm_jax.evaluation.eval_sets import EvalUtterance
+from slm_jax.errors import SlmError
 
 Transcribe = Callable[[np.ndarray, int], str]
 
@@ -34,6 +38,13 @@ def default_recognizer() -> Optional[Transcribe]:
     return PocketsphinxRecognizer().transcribe
   except RecognizerUnavailableError:
     return None
+
+
+TTS_MODES = ("whole", "words")
+
+
+class TtsModeError(SlmError, ValueError):
+  """An unknown TTS generation mode."""
 
 
 SKIP_MESSAGE = ("pocketsphinx is not installed (pip install -e '.[asr]'); the wavs are written "
@@ -49,20 +60,30 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
                  transcribe: Optional[Transcribe] = None, slots: int = 8,
                  max_new_tokens: Optional[int] = None, seconds_per_word: float = 0.45,
                  num_examples: int = 5, engine=None, progress: bool = True,
-                 recognizer_workers: Optional[int] = None) -> dict:
+                 recognizer_workers: Optional[int] = None, mode: str = "whole",
+                 max_positions_per_word: Optional[int] = None) -> dict:
   """Loopback WER / CER of the model's speech for `utterances` (see the module docstring).
 
   transcribe(audio, sample_rate) -> text; None: pocketsphinx in `recognizer_workers` processes
   (None: one per core, `recognizer.default_workers`), and when it is missing the result says so
   under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of speech frames;
-  None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`).
+  None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`). mode: "whole" or
+  "words" (see the module docstring; the budget is then the most frames per sentence, and
+  `max_positions_per_word` caps each word, None: word_tts's default).
   """
+  if mode not in TTS_MODES:
+    raise TtsModeError(f"unknown TTS mode {mode!r}; use one of {', '.join(TTS_MODES)}")
   start = time.perf_counter()
   texts = [u.text for u in utterances]
   budgets = (max_new_tokens if max_new_tokens else
              [generation.speech_budget(session, t, seconds_per_word) for t in texts])
-  frames = generation.synthesize(session, texts, max_new_tokens=budgets, slots=slots,
-                                 engine=engine, progress=progress)
+  if mode == "words":
+    from slm_jax.inference.word_tts import synthesize_words  # pylint: disable=import-outside-toplevel
+    frames = synthesize_words(session, texts, max_positions_per_word=max_positions_per_word,
+                              max_total=budgets, batch_size=slots, progress=progress)
+  else:
+    frames = generation.synthesize(session, texts, max_new_tokens=budgets, slots=slots,
+                                   engine=engine, progress=progress)
   tok = session.speech_tokenizer
   audios = [session.decode_speech(f) if len(f) else np.zeros([0], np.float32) for f in frames]
   files = []
@@ -73,7 +94,7 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
       if a.size:
         audio_lib.write_audio(path, a, tok.sample_rate)
         files.append(path)
-  out = {"utterances": len(utterances), "out_dir": out_dir, "files": files,
+  out = {"utterances": len(utterances), "mode": mode, "out_dir": out_dir, "files": files,
          "seconds_of_speech": round(sum(a.size for a in audios) / tok.sample_rate, 2),
          "empty_answers": int(sum(1 for f in frames if not len(f)))}
   if transcribe is None and default_recognizer() is None:

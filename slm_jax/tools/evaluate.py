@@ -70,6 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--max_examples", type=int, default=None,
                  help="at most this many utterances / sentences / pairs / batches per set")
   p.add_argument("--max_new_tokens", type=int, default=96, help="ASR: longest transcript")
+  p.add_argument("--tts_mode", choices=("whole", "words"), default="whole",
+                 help="TTS generation: whole (the text, then its speech) or words (each word's "
+                 "text injected before its speech, for models trained on word-interleaved TTS: "
+                 "the tts_words template)")
+  p.add_argument("--tts_max_positions_per_word", type=int, default=None,
+                 help="with --tts_mode words: the most speech positions of one word (default 1.5 s)")
   p.add_argument("--tts_max_new_tokens", type=int, default=None,
                  help="TTS: speech frames per answer (default: from the sentence's length)")
   p.add_argument("--slots", type=int, default=8, help="requests decoded together")
@@ -223,9 +229,12 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
     name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")
                                if args.out else "slm_eval_tts")
-    print(f"{PROG}: TTS loopback on {name} ({len(utts)} sentences) -> {tts_out}", file=sys.stderr)
+    print(f"{PROG}: TTS loopback on {name} ({len(utts)} sentences, {args.tts_mode} mode) -> "
+          f"{tts_out}", file=sys.stderr)
     r = tts_eval.evaluate_tts(session, utts, tts_out, slots=args.slots,
                               max_new_tokens=args.tts_max_new_tokens, progress=progress,
+                              mode=args.tts_mode,
+                              max_positions_per_word=args.tts_max_positions_per_word,
                               recognizer_workers=args.recognizer_workers)
     if "skipped" in r:
       print(f"{PROG}: TTS loopback not scored: {r['skipped']}", file=sys.stderr)
