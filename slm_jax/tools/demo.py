@@ -217,6 +217,7 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
     if n_asr:
       args += ["--max_examples", str(n_asr)]
+    args += ["--tts_mode", tts_mode()]
     _run("evaluating", "slm_jax.tools.evaluate", args)
     results = json.load(open(os.path.join(part, "results.json")))
     tts = results.get("tts") or {}
@@ -224,6 +225,17 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
     from slm_jax.atomic_write import atomic_write  # pylint: disable=import-outside-toplevel
     atomic_write(out, json.dumps(results, indent=1))
   return results
+
+
+def tts_mode() -> str:
+  """How the evaluation speaks: "words" (word injection, slm-eval --tts_mode words) when the
+  parsed training config gives word-interleaved TTS a rate (demo_main_rates.tts_words > 0, e.g.
+  tasks/demo_main_words.gin), else "whole"."""
+  import gin  # pylint: disable=import-outside-toplevel
+  try:
+    return "words" if float(gin.query_parameter("demo_main_rates.tts_words")) > 0 else "whole"
+  except ValueError:      # not bound (or the tasks not imported): the default rate, 0
+    return "whole"
 
 
 def _write_distinct_sentences(corpus_dir: str, split: str, out: str, limit: int) -> None:
@@ -317,7 +329,8 @@ def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results
                    f"{_fmt(base.get('deranged_wer'))} |")
   tts = results.get("tts")
   if tts:
-    lines += ["", "## TTS loopback (generated dMel -> Griffin-Lim audio -> pocketsphinx)", ""]
+    lines += ["", f"## TTS loopback ({tts.get('mode', 'whole')} mode: generated dMel -> "
+              "Griffin-Lim audio -> pocketsphinx)", ""]
     if "skipped" in tts:
       lines.append(f"not scored: {tts['skipped']}")
     else:
