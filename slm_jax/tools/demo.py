@@ -415,6 +415,22 @@ def train_summary(workdir: str, result: dict, minutes: float) -> None:
   print(f"  loss curve: {png}")
 
 
+def check_gin_params(files: list[str], gin_params: list[str]) -> list[str]:
+  """The user's bindings as training parses them, checked before any stage runs (a typo fails in
+  seconds, not after the corpus and caches). Task bindings (e.g. `demo_main_rates.tts = 0.5`)
+  shape the caches; training reads caches, so the task modules are imported for them to parse."""
+  if not gin_params:
+    return []
+  import gin  # pylint: disable=import-outside-toplevel
+  from slm_jax import configuration  # pylint: disable=import-outside-toplevel
+  params = ["import slm_jax.tasks"] + list(gin_params)
+  try:
+    configuration.parse(files + [TASK_GIN], params, finalize=False)
+  finally:
+    gin.clear_config()
+  return params
+
+
 def train(files: list[str], bindings: list[str], workdir: str, timings: dict) -> dict:
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   import slm_jax.train.loop as loop  # pylint: disable=import-outside-toplevel
@@ -450,8 +466,9 @@ def main(argv=None) -> int:
     result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
     train_summary(workdir, result, timings["train"] / 60)
     return 0
+  user_params = check_gin_params(args.gin_file or [DEMO_GIN], args.gin_param)
   bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param)
-  extra = (MINIATURE_BINDINGS if args.miniature else []) + args.gin_param
+  extra = (MINIATURE_BINDINGS if args.miniature else []) + user_params
   result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
   train_summary(workdir, result, timings["train"] / 60)
   step = latest_step(workdir)

@@ -96,3 +96,26 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
   for what in ("corpus present", "cache present", f"inference checkpoint of step {step} present",
                f"evaluation of step {step} present", f"examples of step {step} present"):
     assert what in out, what
+
+
+def test_a_gin_typo_fails_before_any_stage_runs(tmp_path):
+  from slm_jax.configuration import ConfigError
+  gin.clear_config()
+  corpus = tmp_path / "corpus"
+  with pytest.raises(ConfigError, match="demo_main_ratez"):
+    demo.main(["--workdir", str(tmp_path / "run"), "--corpus_dir", str(corpus),
+               "--gin_param", "demo_main_ratez.tts = 0.5"])
+  assert not corpus.exists() and not (tmp_path / "run").exists()
+
+
+def test_task_bindings_parse_for_training():
+  """A task rate shapes the caches; training (which reads caches) must still accept it."""
+  params = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts = 0.5"])
+  assert params[0] == "import slm_jax.tasks" and params[1:] == ["demo_main_rates.tts = 0.5"]
+  from slm_jax import configuration
+  try:
+    configuration.parse([demo.DEMO_GIN], params, finalize=False)
+    assert gin.query_parameter("demo_main_rates.tts") == 0.5
+  finally:
+    gin.clear_config()
+  assert demo.check_gin_params([demo.DEMO_GIN], []) == []
