@@ -88,17 +88,22 @@ class ASR(Template):
     return seq.text(utt.word_text_ids, trained=True)
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
-class TTS(Template):
-  """[BOS] [TTS] [TEXT] text [SPEECH] speech... [EOS]; trains only the speech answer and EOS."""
+class TextToSpeechTags(Template):
+  """The tags and needs of a text -> speech example (TTS, and word-interleaved WordTTS)."""
   task_tag: str = "[TTS]"
   text_marker: str = "[TEXT]"
   speech_marker: str = "[SPEECH]"
-  name = "tts"
   needs_text = True
   needs_speech = True
   truncation = "words"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TTS(TextToSpeechTags):
+  """[BOS] [TTS] [TEXT] text [SPEECH] speech... [EOS]; trains only the speech answer and EOS."""
+  name = "tts"
 
   def build(self, utt, plan, vocab: UnifiedVocab) -> SequenceBuilder:
     seq = SequenceBuilder(vocab).special(self.task_tag).special(self.text_marker)

@@ -25,24 +25,17 @@ import dataclasses
 
 import gin
 
-from slm_jax.data.templates.base import Template
-from slm_jax.data.templates.basic import append_speech_tiles, append_words_text
+from slm_jax.data.templates.basic import TextToSpeechTags, append_speech_tiles, append_words_text
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.unified_vocab import UnifiedVocab
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class WordTTS(Template):
+class WordTTS(TextToSpeechTags):
   """[BOS] [TTS] ([TEXT] word [SPEECH] its speech)... [EOS]; see the module docstring."""
-  task_tag: str = "[TTS]"
-  text_marker: str = "[TEXT]"
-  speech_marker: str = "[SPEECH]"
   name = "tts_words"
-  needs_text = True
-  needs_speech = True
   needs_alignment = True
-  truncation = "words"
 
   def build(self, utt, plan, vocab: UnifiedVocab) -> SequenceBuilder:
     seq = SequenceBuilder(vocab).special(self.task_tag)
