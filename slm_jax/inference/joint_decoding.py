@@ -90,7 +90,7 @@ def _reorder(cache, rows_N):
   return jax.tree.map(lambda x: jnp.take(x, rows_N, axis=1 if x.ndim == 5 else 0), cache)
 
 
-def _at_positions(h_BLD, index_BT):
+def at_positions(h_BLD, index_BT):
   """Hidden states at per-row positions: [B, T, D] (each leaf of a Zipper's pytree of towers)."""
   def take(x):
     return jnp.take_along_axis(x, index_BT.reshape(index_BT.shape + (1,) * (x.ndim - 2)), axis=1)
@@ -126,11 +126,11 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
                                         empty=True)
     # The CTC head at each row's speech frames, left-aligned: [B, T = L, C].
     frame_BT = jnp.minimum(frame_start_B[:, None] + index_1L, l - 1)
-    h_BTD = _at_positions(h_BLD, frame_BT)
+    h_BTD = at_positions(h_BLD, frame_BT)
     logp_BTC = jax.nn.log_softmax(model.heads.ctc_logits(h_BTD), axis=-1)
     valid_BT = index_1L < frame_count_B[:, None]
     logp_NTC, valid_NT = jnp.repeat(logp_BTC, w, axis=0), jnp.repeat(valid_BT, w, axis=0)
-    h_BD = _at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
+    h_BD = at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
     att_next_NC = jnp.repeat(candidates(model, h_BD, vocab), w, axis=0)
     length_N = jnp.repeat(length_B, w)
     first_beam_N = (jnp.arange(n) % w) == 0          # one live hypothesis (the empty one) each

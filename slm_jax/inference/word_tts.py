@@ -30,7 +30,7 @@ from flax import nnx
 
 from slm_jax.data.templates.sequence import SequenceBuilder
 from slm_jax.errors import SlmError
-from slm_jax.inference.joint_decoding import _at_positions
+from slm_jax.inference.joint_decoding import at_positions
 from slm_jax.models.build import init_cache
 from slm_jax.unified_vocab import BOS_ID, PAD_ID, UnifiedVocab
 
@@ -95,7 +95,7 @@ def _compiled(graphdef):
     positions_BL = jnp.broadcast_to(index_1L, tokens_BL.shape).astype(jnp.int32)
     h_BLD, cache = model.forward_cached(tokens_BL, segment_BL, positions_BL, codes_BLK, cache,
                                         empty=True)
-    h_BD = _at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
+    h_BD = at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
     return decide(model, h_BD) + (cache,)
 
   @jax.jit
