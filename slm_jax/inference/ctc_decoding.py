@@ -1,5 +1,6 @@
 """ASR by the model's CTC head (models/ctc.py): one forward pass over the ASR prompt, then best-path
-decoding of the head's outputs at the speech frames (blanks and repeats removed).
+decoding of the head's outputs at the speech frames (blanks and repeats removed): text ids decoded
+by the text tokenizer, or, for a character head (`ModelConfig.ctc_alphabet`), its characters.
 
     texts = ctc_transcribe(session, [session.encode_audio("a.wav"), ...])
 
@@ -20,6 +21,7 @@ from flax import nnx
 
 from slm_jax.errors import SlmError
 from slm_jax.inference import prompts
+from slm_jax.models import ctc_spelling
 from slm_jax.unified_vocab import MODALITY_SPEECH
 
 
@@ -28,7 +30,8 @@ class NoCtcHeadError(SlmError, ValueError):
 
 
 def best_path(classes_T: np.ndarray) -> list[int]:
-  """Best-path CTC collapse of per-frame classes (0 = blank) -> text ids (class - 1)."""
+  """Best-path CTC collapse of per-output classes (0 = blank) -> labels (class - 1: text ids, or
+  alphabet indices for a character head)."""
   out, prev = [], 0
   for c in np.asarray(classes_T).tolist():
     if c != prev and c != 0:
@@ -43,7 +46,7 @@ def _forward(graphdef):
   def f(state, tokens_BL, segment_ids_BL, positions_BL, codes_BLK):
     model = nnx.merge(graphdef, state)
     hidden_BLD = model(tokens_BL, segment_ids_BL, positions_BL, codes_BLK)
-    return jnp.argmax(model.heads.ctc_logits(hidden_BLD), axis=-1)      # [B, L]
+    return jnp.argmax(model.heads.ctc_logits(hidden_BLD), axis=-1)      # [B, L, U]
   return f
 
 
@@ -74,7 +77,11 @@ def ctc_transcribe(session, frames_list: Sequence[np.ndarray], *, batch_size: in
         codes[i, :n] = p.codes
     classes = np.asarray(forward(state, tokens, segments, positions, codes))
     is_frame = np.asarray(vocab.modality(tokens)) == MODALITY_SPEECH
+    alphabet = model.cfg.ctc_alphabet
     for i in range(len(chunk)):
-      ids = best_path(classes[i][is_frame[i] & (segments[i] > 0)])
-      out.append(session.decode_text(np.asarray(ids, np.int32)) if ids else "")
+      ids = best_path(classes[i][is_frame[i] & (segments[i] > 0)].reshape(-1))  # frames x U
+      if alphabet:      # a character head: class c is alphabet[c - 1]
+        out.append(ctc_spelling.decode(alphabet, np.asarray(ids) + 1))
+      else:
+        out.append(session.decode_text(np.asarray(ids, np.int32)) if ids else "")
   return out

@@ -67,6 +67,12 @@ class _Search:
   done_B: jax.Array
 
 
+def scores_text_ids(cfg) -> bool:
+  """Whether the model's CTC head scores text ids one output per position (what joint decoding
+  needs), not characters."""
+  return bool(getattr(cfg, "asr_ctc", False)) and not cfg.ctc_alphabet and cfg.ctc_upsample == 1
+
+
 def _check(ctc_weight: float, beam_size: int, max_new_tokens: int) -> None:
   if not 0.0 <= ctc_weight <= 1.0:
     raise JointDecodingError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
@@ -127,7 +133,7 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
     # The CTC head at each row's speech frames, left-aligned: [B, T = L, C].
     frame_BT = jnp.minimum(frame_start_B[:, None] + index_1L, l - 1)
     h_BTD = at_positions(h_BLD, frame_BT)
-    logp_BTC = jax.nn.log_softmax(model.heads.ctc_logits(h_BTD), axis=-1)
+    logp_BTC = jax.nn.log_softmax(model.heads.ctc_logits(h_BTD)[..., 0, :], axis=-1)  # U == 1
     valid_BT = index_1L < frame_count_B[:, None]
     logp_NTC, valid_NT = jnp.repeat(logp_BTC, w, axis=0), jnp.repeat(valid_BT, w, axis=0)
     h_BD = at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
@@ -208,6 +214,11 @@ def joint_decode_ids(model, frames_list: Sequence[np.ndarray], *, ctc_weight: fl
   if not getattr(model.cfg, "asr_ctc", False):
     raise NoCtcHeadError("joint decoding needs the CTC head (ModelConfig.asr_ctc); this model "
                          "was trained without one: use the decoder alone")
+  if not scores_text_ids(model.cfg):
+    raise JointDecodingError(
+        f"joint decoding scores the decoder's text ids with the CTC head, but this model's head "
+        f"spells characters (ctc_alphabet={model.cfg.ctc_alphabet!r}, ctc_upsample="
+        f"{model.cfg.ctc_upsample}): transcribe with the CTC head or the decoder")
   graphdef, params = nnx.split(model)
   search = _search_fn(graphdef, int(beam_size), float(ctc_weight), int(max_new_tokens))
   built = [prompts.asr(vocab, f) for f in frames_list]

@@ -58,6 +58,12 @@ class ModelConfig:
   speech_embed_rank: int = 0
   asr_ctc: bool = False               # a CTC head over speech frames for LossOptions.asr_ctc_weight
                                       # (a Zipper's sits on its speech tower)
+  # The CTC head (when asr_ctc) predicts text ids (""), or spells the transcript over this
+  # alphabet (e.g. " 'abc...z"; models/ctc_spelling.py; the loss needs LossOptions.ctc_spelling).
+  ctc_alphabet: str = ""
+  # CTC outputs per speech position (e.g. one per stacked dMel frame): a character head needs
+  # more outputs than a position's characters.
+  ctc_upsample: int = 1
   # Task tags (e.g. ("[ASR]",)) whose segments' speech is read whole: the decoder's self-attention
   # sees each such speech span bidirectionally, like an encoder (models/attention_order.py).
   bidirectional_speech_tags: tuple = ()
@@ -95,6 +101,10 @@ class ModelConfig:
           raise ConfigError(f"ModelConfig.{name}: num_layers={t.num_layers} must be >= 1 and "
                             f"cross_every={t.cross_every} >= 0")
         self.tower(name.split("_")[1])    # validates heads and widths
+    if self.ctc_upsample < 1:
+      raise ConfigError(f"ctc_upsample={self.ctc_upsample} must be >= 1 (CTC outputs per position)")
+    if len(set(self.ctc_alphabet)) != len(self.ctc_alphabet):
+      raise ConfigError(f"ctc_alphabet {self.ctc_alphabet!r} repeats a character; list each once")
     if self.speech_embed_rank < 0:
       raise ConfigError(f"speech_embed_rank={self.speech_embed_rank} must be >= 0 (0 = full tables)")
     if self.num_heads % self.num_kv_heads:
@@ -106,6 +116,11 @@ class ModelConfig:
     if self.attention_impl not in dispatch.names():
       raise ConfigError(f"attention_impl={self.attention_impl!r}; use one of {dispatch.names()}")
     as_dtype(self.param_dtype), as_dtype(self.dtype)
+
+  @property
+  def ctc_classes(self) -> int:
+    """Classes of the CTC head per output: the blank, then characters or text ids."""
+    return 1 + (len(self.ctc_alphabet) if self.ctc_alphabet else self.vocab.text_size)
 
   @property
   def padded_vocab_size(self) -> int:

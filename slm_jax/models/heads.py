@@ -26,9 +26,11 @@ class OutputHeads(nnx.Module):
     self.channel_kernel = param(rngs, (cfg.embed_dim, len(extra), self.max_codebook),
                                 ("embed", "channels", "codebook"), cfg.jnp_param_dtype,
                                 std=cfg.init_std) if extra else None
-    # models/ctc.py: text ids + a blank (class 0) from the hidden states at speech frames.
-    self.ctc_kernel = param(rngs, (cfg.embed_dim, cfg.vocab.text_size + 1), ("embed", None),
-                            cfg.jnp_param_dtype, std=cfg.init_std) if cfg.asr_ctc else None
+    # models/ctc.py: a blank (class 0) + text ids or characters, `ctc_upsample` outputs per
+    # position, from the hidden states at speech frames: [D, U * C].
+    self.ctc_kernel = param(rngs, (cfg.embed_dim, cfg.ctc_upsample * cfg.ctc_classes),
+                            ("embed", None), cfg.jnp_param_dtype,
+                            std=cfg.init_std) if cfg.asr_ctc else None
 
   def logits(self, x_ND):
     """x[..., D] -> float32 logits [..., V_padded]; padding ids get NEG_INF."""
@@ -41,11 +43,13 @@ class OutputHeads(nnx.Module):
     return jnp.where(pad_mask, NEG_INF, out)
 
   def ctc_logits(self, x_ND):
-    """x[..., D] -> float32 CTC logits [..., text_size + 1] (class 0 = blank)."""
+    """x[..., D] -> float32 CTC logits [..., U, C]: U = ctc_upsample outputs per position, in
+    time order; C = ctc_classes (class 0 = blank)."""
     if self.ctc_kernel is None:
       raise ValueError("this model has no CTC head: set ModelConfig.asr_ctc = True")
-    return jnp.einsum("...d,dc->...c", x_ND.astype(self.dtype),
-                      self.ctc_kernel[...].astype(self.dtype)).astype(jnp.float32)
+    out = jnp.einsum("...d,dc->...c", x_ND.astype(self.dtype),
+                     self.ctc_kernel[...].astype(self.dtype)).astype(jnp.float32)
+    return out.reshape(out.shape[:-1] + (self.cfg.ctc_upsample, self.cfg.ctc_classes))
 
   def channel_logits(self, x_ND):
     """x[..., D] -> float32 logits [..., K-1, C_max] for speech channels 1..K-1 (None if K == 1)."""

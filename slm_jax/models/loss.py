@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from slm_jax.configuration import ConfigError
+from slm_jax.models.ctc_spelling import CtcSpelling
 from slm_jax.sharding import batch_shards
 from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
 from slm_jax.models.lm import SpeechTextLM
@@ -47,6 +48,9 @@ class LossOptions:
   # (per batch shard) is gathered; a chunk with more runs dense. The same loss either way
   # (`_channel_ce_sums`); None = always dense.
   channel_head_capacity: float | None = None
+  # With ModelConfig.ctc_alphabet: each text id's characters (`@ctc_spelling()`,
+  # models/ctc_spelling.py), the CTC loss's targets.
+  ctc_spelling: CtcSpelling | None = None
 
   def __post_init__(self):
     if self.z_loss_weight < 0 or self.channel_loss_weight < 0 or self.asr_ctc_weight < 0:
@@ -234,6 +238,6 @@ def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict
     if not model.cfg.asr_ctc:
       raise ConfigError("LossOptions.asr_ctc_weight > 0 needs a model with a CTC head: set "
                         "ModelConfig.asr_ctc = True")
-    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch))
+    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch, spelling=options.ctc_spelling))
     loss = loss + options.asr_ctc_weight * sums["ctc"] / denominators["weight"]
   return loss, sums

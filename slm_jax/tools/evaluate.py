@@ -196,6 +196,7 @@ def load_inputs(args) -> dict:
 def evaluate(session, args, inputs: dict, out=None) -> dict:
   """Runs every requested part on `session`; returns the results dict (report.py's layout)."""
   from slm_jax.evaluation import asr_eval, loss_eval, report, tts_eval  # pylint: disable=import-outside-toplevel
+  from slm_jax.inference import joint_decoding  # pylint: disable=import-outside-toplevel
   out = out or sys.stdout
   progress = not args.no_progress
   info = session.info or {}
@@ -220,7 +221,10 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
         results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
             session, utts, slots=args.slots, decoder="ctc", frames=frames)
         weights = args.ctc_weight or [0.5]
-        for w in ([] if args.no_joint else weights):    # joint CTC/attention beam search
+        joint = not args.no_joint and joint_decoding.scores_text_ids(session.model.cfg)
+        if not args.no_joint and not joint:
+          print(f"{PROG}: no joint decoding: the CTC head spells characters", file=sys.stderr)
+        for w in (weights if joint else []):    # joint CTC/attention beam search
           key = f"{name}/joint" if len(weights) == 1 else f"{name}/joint{w:g}"
           results["asr"][key] = asr_eval.evaluate_asr(
               session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,

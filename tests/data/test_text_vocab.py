@@ -183,3 +183,21 @@ def test_hf_metaspace_tokenizer_encode_words(scheme, tmp_path):
     ids, _ = v.encode_words(sentence.split())
     assert ids.tolist() == list(v.encode(sentence))
     assert v.decode(ids.tolist()) == sentence
+
+
+def test_piece_spellings_concatenate_to_the_decoded_text(spm_model):
+  """Character-level CTC targets (models/ctc_spelling.py) spell each id as decoding writes it."""
+  v = SentencePieceVocab(spm_model)
+  spellings = v.piece_spellings()
+  assert len(spellings) == v.size and spellings[v.eos_id] == "" and spellings[v.unk_id] == ""
+  for text in SENTENCES:
+    ids = v.encode_batch([text])[0]
+    assert "".join(spellings[i] for i in ids).strip() == v.decode(ids)
+  b = ByteVocab()
+  assert "".join(b.piece_spellings()[i] for i in b.encode_batch(["it's 5"])[0]) == "it's 5"
+
+
+def test_a_vocabulary_that_cannot_spell_its_pieces_says_so(hf_json):
+  from slm_jax.data.text import TextVocabError
+  with pytest.raises(TextVocabError, match="character-level CTC"):
+    HFTokenizerVocab(hf_json).piece_spellings()

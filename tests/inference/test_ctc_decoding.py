@@ -38,7 +38,7 @@ def test_transcripts_are_the_best_path_over_the_speech_frames_only(monkeypatch):
   def head(self, x_BLD):
     even_L = (jnp.arange(x_BLD.shape[1]) % 2 == 0)
     classes_BL = jnp.broadcast_to(jnp.where(even_L, 8, 0), x_BLD.shape[:2])
-    return jnp.where(classes_BL[..., None] == jnp.arange(self.cfg.vocab.text_size + 1), 1.0, 0.0)
+    return jnp.where(classes_BL[..., None, None] == jnp.arange(self.cfg.vocab.text_size + 1), 1.0, 0.0)
   monkeypatch.setattr(OutputHeads, "ctc_logits", head)
   ctc_decoding._forward.cache_clear()   # pylint: disable=protected-access
   frames = [np.array([[1], [2], [3]], np.int32),            # positions 3, 4, 5: blank 7 blank

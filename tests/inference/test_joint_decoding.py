@@ -44,7 +44,8 @@ def forced_head(monkeypatch):
     t = x_BTD.shape[1]
     classes_T = jnp.asarray((PATTERN * (t // len(PATTERN) + 1))[:t])
     one_hot = classes_T[:, None] == jnp.arange(self.cfg.vocab.text_size + 1)
-    return jnp.broadcast_to(jnp.where(one_hot, 20.0, 0.0), x_BTD.shape[:2] + one_hot.shape[-1:])
+    return jnp.broadcast_to(jnp.where(one_hot, 20.0, 0.0)[:, None],       # [B, T, U = 1, C]
+                            x_BTD.shape[:2] + (1,) + one_hot.shape[-1:])
   monkeypatch.setattr(OutputHeads, "ctc_logits", head)
   joint_decoding._search_fn.cache_clear()     # pylint: disable=protected-access
   yield

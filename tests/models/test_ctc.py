@@ -55,14 +55,14 @@ def test_ctc_sums_equal_optax_on_the_paired_frames_and_transcripts(model):
   v = model.cfg.vocab
   hidden = jax.random.normal(jax.random.key(1), (1, 24, model.cfg.embed_dim))
   alone = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=False))
-  logits = model.heads.ctc_logits(hidden[:, 3:7])             # the four ASR speech frames
+  logits = model.heads.ctc_logits(hidden[:, 3:7])[:, :, 0]      # the four ASR speech frames (U = 1)
   expected = optax.ctc_loss(logits, jnp.zeros((1, 4)), jnp.asarray([[6, 8]]), jnp.zeros((1, 2)))
   np.testing.assert_allclose(float(alone["ctc"]), float(expected[0]), rtol=1e-5)
   assert float(alone["ctc_labels"]) == 2.0                      # t1, t2; not EOS or markers
   # With the TTS segment: its two frames join the ASR frames, its text (t3) the labels, in order.
   both = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=True))
   frames = jnp.concatenate([hidden[:, 3:7], hidden[:, 16:18]], axis=1)
-  expected = optax.ctc_loss(model.heads.ctc_logits(frames), jnp.zeros((1, 6)),
+  expected = optax.ctc_loss(model.heads.ctc_logits(frames)[:, :, 0], jnp.zeros((1, 6)),
                             jnp.asarray([[6, 8, 4]]), jnp.zeros((1, 3)))
   np.testing.assert_allclose(float(both["ctc"]), float(expected[0]), rtol=1e-5)
   assert float(both["ctc_labels"]) == 3.0

@@ -305,7 +305,7 @@ def test_ctc_head_sits_on_the_speech_tower():
            "target_speech_codes": jnp.zeros((1, 16, v.num_channels - 1), jnp.int32)}
   hidden = _hidden(model, batch)
   sums = ctc.asr_ctc_sums(model, hidden, batch)
-  logits = model.speech.heads.ctc_logits(hidden.speech[:, 3:7])       # the four speech frames
+  logits = model.speech.heads.ctc_logits(hidden.speech[:, 3:7])[:, :, 0]   # four frames, U = 1
   expected = optax.ctc_loss(logits, jnp.zeros((1, 4)), jnp.asarray([[6, 8]]), jnp.zeros((1, 2)))
   np.testing.assert_allclose(float(sums["ctc"]), float(expected[0]), rtol=1e-5)
   (loss, sums), grads = loss_and_grads(model, batch, asr_ctc_weight=1.0)

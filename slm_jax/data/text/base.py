@@ -63,6 +63,14 @@ class TextVocab(abc.ABC):
     ids = np.fromiter((i for p in pieces for i in p), np.int32, count=int(lens.sum()))
     return ids, lens
 
+  def piece_spellings(self) -> list[str]:
+    """The text each id adds when a sequence is decoded: one string per id, a word's first piece
+    starting with " ", "" for ids that write nothing (pad, EOS, UNK). Character-level CTC
+    targets are built from it (models/ctc_spelling.py)."""
+    raise TextVocabError(f"the {self.kind or type(self).__name__!r} text vocabulary does not "
+                         "spell its pieces; character-level CTC (ModelConfig.ctc_alphabet) needs "
+                         "a sentencepiece or byte vocabulary")
+
   def encode_words_tf(self, words):
     """tf string[W] -> (ids int32[N], lens int32[W]) inside tf.data (graph mode safe)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -66,6 +66,9 @@ class ByteVocab(TextVocab, seqio.Vocabulary):
     ids = tf.clip_by_value(tf.cast(ids, tf.int32), 0, 255)
     return tf.strings.reduce_join(tf.gather(table, ids), axis=-1)
 
+  def piece_spellings(self) -> list[str]:
+    return [chr(b) if b < 128 else "" for b in range(256)]   # multi-byte characters: not spelled
+
   def __eq__(self, other):
     return isinstance(other, ByteVocab)
 

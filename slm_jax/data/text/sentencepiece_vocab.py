@@ -40,6 +40,13 @@ class SentencePieceVocab(TextVocab, seqio.SentencePieceVocabulary):
   def encode_batch_tf(self, texts):
     return self.tf_tokenizer.tokenize(texts)
 
+  def piece_spellings(self) -> list[str]:
+    sp = self.tokenizer
+    return ["" if sp.is_control(i) or sp.is_unknown(i) else
+            (chr(int(sp.id_to_piece(i)[1:-1], 16)) if sp.is_byte(i) else
+             sp.id_to_piece(i).replace("\u2581", " "))
+            for i in range(sp.get_piece_size())]
+
   def __hash__(self):
     return hash(self.name)
 
