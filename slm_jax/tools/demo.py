@@ -199,8 +199,8 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--num_pairs", "4" if miniature else "32"])
     # TTS sentences cost the most (generation, Griffin-Lim and three recognitions each: the
     # answer, the original audio and its resynthesis; about 7.5 s each on 2 cores), so the demo
-    # scores 16 of them.
-    n_asr, n_tts = (3, 2) if miniature else (None, 16)
+    # scores 12 of them.
+    n_asr, n_tts = (3, 2) if miniature else (None, 12)
     # One process: ASR on every held-out utterance (flite voices, and the real recordings),
     # held-out losses, the pairwise sets, and the TTS loopback on distinct held-out sentences
     # (one reading each: its audio gives the tokenizer's ceiling and the original audio's WER).
