@@ -64,7 +64,11 @@ def test_gin_model_configs_build_abstractly_with_exact_counts(name):
   model = build_lib.build_abstract(cfg)
   leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves), "abstract build must not allocate"
-  ctc_head = cfg.embed_dim * (cfg.vocab.text_size + 1) if cfg.asr_ctc else 0
+  # CTC head: D x U outputs per position x (blank + characters, or + text ids).
+  classes = 1 + (len(cfg.ctc_alphabet) or cfg.vocab.text_size)
+  ctc_head = cfg.embed_dim * cfg.ctc_upsample * classes if cfg.asr_ctc else 0
+  if name == "demo":
+    assert ctc_head == 192 * 3 * (1 + 28)        # 3 outputs x (blank, space, ', a..z)
   assert build_lib.param_count(model) == exact + ctc_head
   if name in ("1b", "7b"):
     assert cfg.dtype == "bfloat16" and cfg.param_dtype == "float32"
