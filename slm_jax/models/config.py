@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from slm_jax.configuration import ConfigError
 from slm_jax.kernels import dispatch
+from slm_jax.models import ctc_spelling
 from slm_jax.models.remat import REMAT_POLICIES
 from slm_jax.models.zipper_config import TowerConfig, as_tower_config
 from slm_jax.unified_vocab import UnifiedVocab
@@ -103,8 +104,7 @@ class ModelConfig:
         self.tower(name.split("_")[1])    # validates heads and widths
     if self.ctc_upsample < 1:
       raise ConfigError(f"ctc_upsample={self.ctc_upsample} must be >= 1 (CTC outputs per position)")
-    if len(set(self.ctc_alphabet)) != len(self.ctc_alphabet):
-      raise ConfigError(f"ctc_alphabet {self.ctc_alphabet!r} repeats a character; list each once")
+    ctc_spelling.check_alphabet(self.ctc_alphabet)
     if self.speech_embed_rank < 0:
       raise ConfigError(f"speech_embed_rank={self.speech_embed_rank} must be >= 0 (0 = full tables)")
     if self.num_heads % self.num_kv_heads:
