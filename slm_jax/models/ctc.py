@@ -10,7 +10,8 @@ outputs per position and C classes (class 0 = blank, then text ids, or character
 `ctc_alphabet` is set: models/ctc_spelling.py), used only by this loss and by CTC decoding;
 generation never reads it.
 
-A segment is paired when it holds the ASR or TTS task tag; its frames are its speech positions and
+A segment is paired when it holds one of the task tags `tags` (`LossOptions.ctc_tags`; default the
+ASR and TTS tags); its frames are its speech positions and
 its labels its text tokens (the transcript: the ASR answer, the TTS prompt). Per row, CTC runs over
 the concatenation of the row's paired segments (packed rows hold several): their frames in order
 against their transcripts in order. That lets an alignment cross a segment boundary only where a
@@ -47,7 +48,7 @@ def _compact(values_BX, keep_BX, width: int):
 
 
 def asr_ctc_sums(model, hidden_BLD, batch, *, max_labels: int | None = None,
-                 spelling: CtcSpelling | None = None) -> dict:
+                 spelling: CtcSpelling | None = None, tags=PAIRED_TAGS) -> dict:
   """{"ctc": summed CTC negative log-likelihood over rows, "ctc_labels": label count}.
 
   Labels are text ids, or with `ModelConfig.ctc_alphabet` the characters of their `spelling`
@@ -57,8 +58,7 @@ def asr_ctc_sums(model, hidden_BLD, batch, *, max_labels: int | None = None,
   vocab = cfg.vocab
   tokens = batch["tokens"]
   b, l = tokens.shape
-  paired_BL = tagged_segments(tokens, batch["segment_ids"],
-                              [vocab.special_id(t) for t in PAIRED_TAGS])
+  paired_BL = tagged_segments(tokens, batch["segment_ids"], _tag_ids(vocab, tags))
   modality_BL = vocab.modality(tokens)
   frames_BL = paired_BL & (modality_BL == MODALITY_SPEECH)
   labels_BL = paired_BL & (modality_BL == MODALITY_TEXT)
@@ -79,6 +79,16 @@ def asr_ctc_sums(model, hidden_BLD, batch, *, max_labels: int | None = None,
   nll_B = optax.ctc_loss(logits_BTC, frame_pad_BT, labels_BN, label_pad_BN)
   nll_B = jnp.where(count_B > 0, nll_B, 0.0)
   return {"ctc": nll_B.sum(), "ctc_labels": count_B.sum().astype(jnp.float32)}
+
+
+def _tag_ids(vocab, tags) -> list[int]:
+  if not tags:
+    raise ConfigError("LossOptions.ctc_tags is empty: name the task tags whose examples the CTC "
+                      "loss reads, e.g. ('[ASR]', '[TTS]')")
+  try:
+    return [vocab.special_id(t) for t in tags]
+  except KeyError as e:
+    raise ConfigError(f"LossOptions.ctc_tags: {e.args[0]}") from None
 
 
 def _checked_table(cfg, spelling: CtcSpelling | None):

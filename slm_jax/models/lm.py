@@ -29,9 +29,10 @@ class SpeechTextLM(nnx.Module):
                               param_dtype=cfg.jnp_param_dtype, rngs=rngs)
     self.heads = OutputHeads(cfg, self.towers.embed, rngs=rngs)
 
-  def __call__(self, tokens, segment_ids, positions, speech_codes=None):
-    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1] -> [B, L, D]."""
-    x_BLD = self.towers(tokens, segment_ids, positions, speech_codes)
+  def __call__(self, tokens, segment_ids, positions, speech_codes=None, dropped_BL=None):
+    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1] -> [B, L, D].
+    dropped_BL: bool[B, L] positions whose input is hidden (zeroed; training only)."""
+    x_BLD = self.towers(tokens, segment_ids, positions, speech_codes, dropped_BL=dropped_BL)
     x_BLD = self.decoder(x_BLD, segment_ids, positions, self._order(tokens, segment_ids, positions))
     return constrain(self.final_norm(x_BLD), ("batch", "length", "act_embed"))
 

@@ -51,11 +51,23 @@ class LossOptions:
   # With ModelConfig.ctc_alphabet: each text id's characters (`@ctc_spelling()`,
   # models/ctc_spelling.py), the CTC loss's targets.
   ctc_spelling: CtcSpelling | None = None
+  # Training only: each speech frame the model continues (a speech input whose target is speech
+  # with loss weight, e.g. a TTS answer's frames) enters as a zero vector with this probability,
+  # so the next frame must come from the text, not from copying the frame before it (Tacotron's
+  # prenet dropout, per frame; `speech_history_drops`). 0 = off; evaluation never drops.
+  speech_history_dropout: float = 0.0
+  # The task tags whose examples the CTC loss reads (frames vs transcript); ("[ASR]",) leaves TTS
+  # examples out, e.g. word-interleaved TTS, whose frames could copy the word just before them.
+  ctc_tags: tuple = ("[ASR]", "[TTS]")
 
   def __post_init__(self):
+    object.__setattr__(self, "ctc_tags", tuple(self.ctc_tags))
     if self.z_loss_weight < 0 or self.channel_loss_weight < 0 or self.asr_ctc_weight < 0:
       raise ConfigError(f"LossOptions: loss weights must be >= 0, got z_loss_weight="
                         f"{self.z_loss_weight}, channel_loss_weight={self.channel_loss_weight}")
+    if not 0.0 <= self.speech_history_dropout < 1.0:
+      raise ConfigError(f"LossOptions.speech_history_dropout={self.speech_history_dropout} must "
+                        f"be in [0, 1) (the probability of hiding a continued speech frame)")
     if self.chunk_size < 1:
       raise ConfigError(f"LossOptions.chunk_size={self.chunk_size} must be >= 1")
     if self.channel_head_capacity is not None and not 0 < self.channel_head_capacity <= 1:
@@ -219,14 +231,31 @@ def metrics_from_sums(sums: dict) -> dict:
   return out
 
 
-def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict | None = None):
+def speech_history_drops(batch, vocab, rate: float, rng) -> jax.Array:
+  """bool[B, L]: the continued speech frames (speech input, speech target, loss weight > 0) that
+  `LossOptions.speech_history_dropout` hides this step, each independently with `rate`.
+
+  A speech prompt (an ASR example's audio: no loss weight) and the position that starts an answer
+  (its input is a marker, not speech) are never hidden.
+  """
+  continued_BL = (vocab.is_speech(batch["tokens"]) & vocab.is_speech(batch["targets"])
+                  & (batch["loss_weights"] > 0))
+  return continued_BL & jax.random.bernoulli(rng, rate, continued_BL.shape)
+
+
+def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict | None = None,
+            rng: jax.Array | None = None):
   """The forward pass and loss of a batch -> (scalar loss, weighted sums for metrics).
 
-  The train step differentiates it (per microbatch, with the whole batch's `denominators`); the
-  eval step adds up its sums over batches. `denominators` default to this batch's own.
+  The train step differentiates it (per microbatch, with the whole batch's `denominators` and a
+  PRNG key `rng`, which only `speech_history_dropout` uses); the eval step adds up its sums over
+  batches (no key: nothing is dropped). `denominators` default to this batch's own.
   """
+  dropped_BL = None
+  if options.speech_history_dropout and rng is not None:
+    dropped_BL = speech_history_drops(batch, model.cfg.vocab, options.speech_history_dropout, rng)
   hidden_BLD = model(batch["tokens"], batch["segment_ids"], batch["positions"],
-                     batch.get("speech_codes"))
+                     batch.get("speech_codes"), dropped_BL=dropped_BL)
   sums = loss_sums(model, hidden_BLD, batch, chunk_size=options.chunk_size, remat=options.remat,
                    channel_head_capacity=options.channel_head_capacity)
   if denominators is None:
@@ -238,6 +267,7 @@ def lm_loss(model: SpeechTextLM, batch, options: LossOptions, denominators: dict
     if not model.cfg.asr_ctc:
       raise ConfigError("LossOptions.asr_ctc_weight > 0 needs a model with a CTC head: set "
                         "ModelConfig.asr_ctc = True")
-    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch, spelling=options.ctc_spelling))
+    sums = dict(sums, **ctc.asr_ctc_sums(model, hidden_BLD, batch, spelling=options.ctc_spelling,
+                                         tags=options.ctc_tags))
     loss = loss + options.asr_ctc_weight * sums["ctc"] / denominators["weight"]
   return loss, sums

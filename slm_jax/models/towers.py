@@ -98,9 +98,12 @@ class ModalityTowers(nnx.Module):
     self.speech_layers = BlockStack(cfg, cfg.speech_tower_layers, rngs=rngs)
 
   def __call__(self, tokens_BL, segment_ids_BL, positions_BL, speech_codes_BLK=None,
-               cache: KVCache | None = None, empty: bool = False):
+               cache: KVCache | None = None, empty: bool = False, dropped_BL=None):
     """-> x [B, L, D]; with `cache` (generation: slots as before this call; `empty` when none is
-    written yet) -> (x, cache with the towers' new keys and values written)."""
+    written yet) -> (x, cache with the towers' new keys and values written).
+
+    dropped_BL: bool[B, L] or None; True positions enter as zero vectors (training only: the
+    speech-history dropout of `models/loss.py`)."""
     vocab = self.cfg.vocab
     is_speech_BL = vocab.is_speech(tokens_BL)
     x_BLD = self.embed(tokens_BL)
@@ -110,6 +113,8 @@ class ModalityTowers(nnx.Module):
                          f"speech_codes [B, L, {vocab.num_channels - 1}]")
       extra_BLD = self.speech_channels(speech_codes_BLK)
       x_BLD = x_BLD + jnp.where(is_speech_BL[..., None], extra_BLD, 0)
+    if dropped_BL is not None:
+      x_BLD = jnp.where(dropped_BL[..., None], 0, x_BLD)
     x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
     if not (self.text_layers.num_layers or self.speech_layers.num_layers):
       return x_BLD if cache is None else (x_BLD, cache)

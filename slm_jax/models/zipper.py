@@ -448,23 +448,27 @@ class ZipperLM(nnx.Module):
                           self.cfg.zipper_speech_specials)
 
   # -- forward ----------------------------------------------------------------------------------
-  def _embed(self, name, tokens_BL, s: ZipperStreams, speech_codes_BLK):
+  def _embed(self, name, tokens_BL, s: ZipperStreams, speech_codes_BLK, dropped_BL=None):
     lm = self.tower(name)
     x_BLD = lm.towers(tokens_BL, s.segment_ids(name), s.positions(name),
-                      speech_codes_BLK if name == "speech" else None)
+                      speech_codes_BLK if name == "speech" else None,
+                      dropped_BL=dropped_BL if name == "speech" else None)
     mlp = self.text_input if name == "text" else self.speech_input
     return x_BLD if mlp is None else mlp(x_BLD)
 
-  def _fuse(self, tokens_BL, s: ZipperStreams, speech_codes_BLK, runner) -> ZipperHidden:
-    h = runner.run({t: self._embed(t, tokens_BL, s, speech_codes_BLK) for t in TOWERS})
+  def _fuse(self, tokens_BL, s: ZipperStreams, speech_codes_BLK, runner,
+            dropped_BL=None) -> ZipperHidden:
+    h = runner.run({t: self._embed(t, tokens_BL, s, speech_codes_BLK, dropped_BL) for t in TOWERS})
     final = {t: constrain(self.tower(t).final_norm(h[t]), ("batch", "length", "act_embed"))
              for t in TOWERS}
     return ZipperHidden(final["text"], final["speech"], s.speech_BL)
 
-  def __call__(self, tokens, segment_ids, positions, speech_codes=None) -> ZipperHidden:
-    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1]."""
+  def __call__(self, tokens, segment_ids, positions, speech_codes=None,
+               dropped_BL=None) -> ZipperHidden:
+    """tokens, segment_ids, positions: int32[B, L]; speech_codes: int32[B, L, K-1]; dropped_BL:
+    bool[B, L] speech positions whose input is hidden (training only)."""
     s = self.streams(tokens, segment_ids, positions)
-    return self._fuse(tokens, s, speech_codes, _Layers(self, s))
+    return self._fuse(tokens, s, speech_codes, _Layers(self, s), dropped_BL)
 
   def forward_cached(self, tokens, segment_ids, positions, speech_codes, cache: ZipperCache,
                      empty: bool = False):

@@ -42,29 +42,34 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     trainable: params-shaped bool tree (optimizer.trainable_mask); frozen leaves are copied
       through unchanged (bit-identical).
   """
-  def loss_fn(params, micro, denominators):
-    return loss_lib.lm_loss(nnx.merge(graphdef, params), micro, loss_options, denominators)
+  def loss_fn(params, micro, denominators, rng):
+    return loss_lib.lm_loss(nnx.merge(graphdef, params), micro, loss_options, denominators, rng)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def step(state: TrainState, batch: dict):
     denominators = loss_lib.loss_denominators(batch, vocab)
+    # The step's key (state.rng, split every step, so resuming repeats it) seeds the loss's
+    # randomness (LossOptions.speech_history_dropout); microbatch m folds in m.
     if num_microbatches == 1:
-      (loss, sums), grads = grad_fn(state.params, batch, denominators)
+      (loss, sums), grads = grad_fn(state.params, batch, denominators, state.rng)
     else:
       micro = _split_microbatches(batch, num_microbatches)
 
-      def body(carry, mb):
+      def body(carry, mb_and_index):
+        mb, m = mb_and_index
         loss_acc, grads_acc, sums_acc = carry
-        (l, s), g = grad_fn(state.params, mb, denominators)
+        (l, s), g = grad_fn(state.params, mb, denominators, jax.random.fold_in(state.rng, m))
         return (loss_acc + l, jax.tree.map(jnp.add, grads_acc, g),
                 jax.tree.map(jnp.add, sums_acc, s)), None
 
       first = jax.tree.map(lambda x: x[0], micro)
-      sums_shape = jax.eval_shape(lambda: grad_fn(state.params, first, denominators)[0][1])
+      sums_shape = jax.eval_shape(
+          lambda: grad_fn(state.params, first, denominators, state.rng)[0][1])
       init = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params),
               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
-      (loss, grads, sums), _ = jax.lax.scan(body, init, micro)
+      (loss, grads, sums), _ = jax.lax.scan(
+          body, init, (micro, jnp.arange(num_microbatches, dtype=jnp.uint32)))
 
     grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
     grad_norm = optax.global_norm(grads)

@@ -101,3 +101,20 @@ def test_ctc_weight_without_a_head_is_a_config_error():
   b["positions"] = jnp.asarray([list(range(24))], jnp.int32)
   with pytest.raises(ConfigError, match="asr_ctc"):
     loss_lib.lm_loss(model, b, loss_lib.LossOptions(asr_ctc_weight=1.0))
+
+
+def test_ctc_tags_choose_the_examples_the_loss_reads(model):
+  v = model.cfg.vocab
+  hidden = jax.random.normal(jax.random.key(3), (1, 24, model.cfg.embed_dim))
+  asr_only = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=True), tags=("[ASR]",))
+  alone = ctc.asr_ctc_sums(model, hidden, _row(v, with_tts=False))
+  np.testing.assert_allclose(float(asr_only["ctc"]), float(alone["ctc"]), rtol=1e-6)
+  assert float(asr_only["ctc_labels"]) == 2.0                   # the TTS prompt's t3 left out
+  b = _row(v, with_tts=True)
+  b["positions"] = jnp.asarray([list(range(11)) + list(range(8)) + [0] * 5], jnp.int32)
+  opts = loss_lib.LossOptions(asr_ctc_weight=1.0, ctc_tags=["[ASR]"])
+  assert opts.ctc_tags == ("[ASR]",)
+  assert float(loss_lib.lm_loss(model, b, opts)[1]["ctc_labels"]) == 2.0
+  for tags, match in ((("[ASR]", "[NOPE]"), "unknown special"), ((), "is empty")):
+    with pytest.raises(ConfigError, match=match):
+      loss_lib.lm_loss(model, b, loss_lib.LossOptions(asr_ctc_weight=1.0, ctc_tags=tags))
