@@ -49,6 +49,8 @@ DMEL_DIRNAME = "dmel50x4"
 VOICES = "flite:slt,flite:awb,flite:rms,flite:kal16"
 # A sentence the corpus does not contain, for the TTS example.
 NOVEL_SENTENCE = "the old river boat carried seven quiet travelers past the green hills"
+# The recipe's mixture (configs/tasks/demo_main.gin): its caches live in CORPUS/cache/demo_main.
+DEFAULT_RATES = {"demo_asr": 1.0, "demo_tts": 1.0, "demo_text_lm": 0.25}
 TTS_MAX_FRAMES = 125   # 10 s at 12.5 positions per second: the longest TTS example answer
 
 # The miniature pipeline (tests): a handful of sentences, a toy model, a few steps, tiny evals.
@@ -94,11 +96,16 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
 
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
-                 sentences: int = 4500, gin_params: Sequence[str] = ()) -> list[str]:
+                 sentences: int = 4500, gin_params: Sequence[str] = (),
+                 rates: dict | None = None) -> list[str]:
   """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
 
   gin_params: the user's extra bindings; the saved dMel tokenizer and the caches follow them too
   (e.g. `MelConfig.n_mels = 40`, a task's `select_speakers.speakers`).
+  rates: the mixture's task rates (`check_gin_params`; None: the recipe's). They name the caches'
+  directory (`cache_dirname`), and a cache whose mixture.json holds other rates is redone. Other
+  task bindings (a template option, a speaker selection) are not told apart: give such a run its
+  own --corpus_dir, or delete CORPUS/cache first.
   """
   with Stage("corpus", timings):
     if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
@@ -130,7 +137,8 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
 
   from slm_jax.data.speech import load_speech_tokenizer  # pylint: disable=import-outside-toplevel
   from slm_jax.data.text import SentencePieceVocab  # pylint: disable=import-outside-toplevel
-  cache_root = os.path.join(corpus_dir, "cache", MIXTURE)
+  rates = DEFAULT_RATES if rates is None else rates
+  cache_root = os.path.join(corpus_dir, "cache", cache_dirname(rates))
   bindings = [
       f"DEMO_CORPUS_DIR = '{corpus_dir}'",
       f"DEMO_CACHE = '{cache_root}'",
@@ -147,8 +155,8 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
     # component cache (task x split) as they finish one, so both cores stay busy to the end (the
     # train split's ASR and TTS caches are the big ones). A split without mixture.json was
     # interrupted: it is cached again from the start.
-    missing = [s for s in ("train", "validation")
-               if not os.path.exists(os.path.join(cache_root, s, "mixture.json"))]
+    # A split whose mixture.json names other rates was cached for another mixture: redone.
+    missing = [s for s in ("train", "validation") if cached_rates(cache_root, s) != rates]
     for split in sorted({"train", "validation"} - set(missing)):
       print(f"cache present at {os.path.join(cache_root, split)}")
     if missing:
@@ -161,6 +169,15 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       f"DEMO_ASR_MANIFEST = '{os.path.join(corpus_dir, 'manifest_validation.jsonl')}'",
       f"DEMO_TEXT_TOKENIZER = '{spm_prefix}.model'",
       f"DEMO_SPEECH_TOKENIZER = '{dmel_dir}'"]
+
+
+def cached_rates(cache_root: str, split: str) -> dict | None:
+  """The rates a finished cache of `split` was built with (its mixture.json), None if absent."""
+  path = os.path.join(cache_root, split, "mixture.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return {t: float(r) for t, r in json.load(f).get("rates", {}).items()}
 
 
 # -- 5-7: export, evaluation, generation ---------------------------------------------------------
@@ -415,20 +432,32 @@ def train_summary(workdir: str, result: dict, minutes: float) -> None:
   print(f"  loss curve: {png}")
 
 
-def check_gin_params(files: list[str], gin_params: list[str]) -> list[str]:
+def check_gin_params(files: list[str], gin_params: list[str]) -> tuple[list[str], dict]:
   """The user's bindings as training parses them, checked before any stage runs (a typo fails in
-  seconds, not after the corpus and caches). Task bindings (e.g. `demo_main_rates.tts = 0.5`)
-  shape the caches; training reads caches, so the task modules are imported for them to parse."""
-  if not gin_params:
-    return []
+  seconds, not after the corpus and caches), and the `demo_main` mixture's rates they give.
+
+  Task bindings (e.g. `demo_main_rates.tts = 0.5`) shape the caches; training reads caches, so
+  the task modules are imported for them to parse. Returns (bindings for training, rates: task
+  name -> rate for the tasks with a rate > 0)."""
   import gin  # pylint: disable=import-outside-toplevel
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   params = ["import slm_jax.tasks"] + list(gin_params)
   try:
     configuration.parse(files + [TASK_GIN], params, finalize=False)
+    from slm_jax.tasks import demo as demo_tasks  # pylint: disable=import-outside-toplevel
+    rates = {f"demo_{t}": float(r) for t, r in demo_tasks.demo_main_rates().items() if r > 0}
   finally:
     gin.clear_config()
-  return params
+  return (params if gin_params else []), rates
+
+
+def cache_dirname(rates: dict) -> str:
+  """The caches' directory under CORPUS/cache: `demo_main` for the recipe's rates, else named by
+  the rates (`demo_main-asr1-text_lm0.25-tts_words1`), so an experiment with another mixture
+  never reads (or overwrites) the recipe's caches."""
+  if rates == DEFAULT_RATES:
+    return MIXTURE
+  return MIXTURE + "".join(f"-{t[len('demo_'):]}{r:g}" for t, r in sorted(rates.items()))
 
 
 def train(files: list[str], bindings: list[str], workdir: str, timings: dict) -> dict:
@@ -466,8 +495,9 @@ def main(argv=None) -> int:
     result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
     train_summary(workdir, result, timings["train"] / 60)
     return 0
-  user_params = check_gin_params(args.gin_file or [DEMO_GIN], args.gin_param)
-  bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param)
+  user_params, rates = check_gin_params(args.gin_file or [DEMO_GIN], args.gin_param)
+  bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param,
+                          rates)
   extra = (MINIATURE_BINDINGS if args.miniature else []) + user_params
   result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
   train_summary(workdir, result, timings["train"] / 60)

@@ -108,14 +108,30 @@ def test_a_gin_typo_fails_before_any_stage_runs(tmp_path):
   assert not corpus.exists() and not (tmp_path / "run").exists()
 
 
-def test_task_bindings_parse_for_training():
-  """A task rate shapes the caches; training (which reads caches) must still accept it."""
-  params = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts = 0.5"])
+def test_task_bindings_parse_for_training_and_name_their_own_caches():
+  """A task rate shapes the caches; training (which reads caches) must still accept it, and the
+  caches of another mixture live apart from the recipe's."""
+  params, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts = 0.5"])
   assert params[0] == "import slm_jax.tasks" and params[1:] == ["demo_main_rates.tts = 0.5"]
+  assert rates == {"demo_asr": 1.0, "demo_tts": 0.5, "demo_text_lm": 0.25}
+  assert demo.cache_dirname(rates) == "demo_main-asr1-text_lm0.25-tts0.5"
   from slm_jax import configuration
   try:
     configuration.parse([demo.DEMO_GIN], params, finalize=False)
     assert gin.query_parameter("demo_main_rates.tts") == 0.5
   finally:
     gin.clear_config()
-  assert demo.check_gin_params([demo.DEMO_GIN], []) == []
+  assert demo.check_gin_params([demo.DEMO_GIN], []) == ([], demo.DEFAULT_RATES)
+  assert demo.cache_dirname(demo.DEFAULT_RATES) == "demo_main"
+  _, words = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_words.gin'"])
+  assert demo.cache_dirname(words) == "demo_main-asr1-text_lm0.25-tts_words1"
+
+
+def test_a_cache_built_for_other_rates_is_not_reused(tmp_path):
+  root = tmp_path / "cache"
+  assert demo.cached_rates(str(root), "train") is None
+  (root / "train").mkdir(parents=True)
+  (root / "train" / "mixture.json").write_text(json.dumps(
+      {"mixture": "demo_main", "split": "train", "rates": {"demo_asr": 1.0, "demo_tts": 0.5}}))
+  assert demo.cached_rates(str(root), "train") == {"demo_asr": 1.0, "demo_tts": 0.5}
+  assert demo.cached_rates(str(root), "train") != demo.DEFAULT_RATES
