@@ -50,7 +50,7 @@ demo-long: apt $(DEMO_STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
 	  --corpus_dir=data/demo_corpus_long --sentences=8000
 
-# The whole CPU suite (648 tests, 15-20 min on 2 cores), slow and multi-process tests included.
+# The whole CPU suite (656 tests, 15-27 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
