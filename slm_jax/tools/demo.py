@@ -97,8 +97,11 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
 # -- 1-3: data ----------------------------------------------------------------------------------
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
                  sentences: int = 4500, gin_params: Sequence[str] = (),
-                 rates: dict | None = None) -> list[str]:
+                 rates: dict | None = None, voices_per_sentence: int = 1) -> list[str]:
   """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
+
+  sentences, voices_per_sentence: the size of a new corpus (an existing one is kept as it is,
+  with a note when it was built with other sizes).
 
   gin_params: the user's extra bindings; the saved dMel tokenizer and the caches follow them too
   (e.g. `MelConfig.n_mels = 40`, a task's `select_speakers.speakers`).
@@ -112,12 +115,16 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       # One reading per sentence: as much audio as two readings of half the sentences, but twice
       # the transcripts, so the decoder gains less from recalling training sentences and more
       # from listening (the four voices still alternate across sentences).
+      # make demo-long reads each sentence in two voices: more audio for a longer run, with the
+      # same texts (the fortunes give about 8,600 sentences).
       size = ["--max_sentences", "150", "--voices_per_sentence", "1"] if miniature else [
-          "--max_sentences", str(sentences), "--voices_per_sentence", "1"]
+          "--max_sentences", str(sentences), "--voices_per_sentence", str(voices_per_sentence)]
       _run("building the demo corpus", "slm_jax.tools.data",
            ["build-demo", "--out", corpus_dir, "--voices", VOICES, "--quiet"] + size)
     else:
       print(f"corpus present at {corpus_dir}")
+      if not miniature:
+        _note_corpus_size(corpus_dir, sentences, voices_per_sentence)
   tok_dir = os.path.join(corpus_dir, "tokenizers")
   spm_prefix = os.path.join(tok_dir, f"spm{TEXT_VOCAB_SIZE}")
   dmel_dir = os.path.join(tok_dir, DMEL_DIRNAME)
@@ -171,6 +178,17 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       f"DEMO_SPEECH_TOKENIZER = '{dmel_dir}'"]
 
 
+def _note_corpus_size(corpus_dir: str, sentences: int, voices_per_sentence: int) -> None:
+  """Says so when an existing corpus was built with other sizes than this run asks for."""
+  with open(os.path.join(corpus_dir, "build_info.json"), encoding="utf-8") as f:
+    info = json.load(f)
+  built = (info.get("max_sentences"), info.get("voices_per_sentence"))
+  if built != (sentences, voices_per_sentence):
+    print(f"note: the corpus at {corpus_dir} was built with {built[0]} sentences x {built[1]} "
+          f"voices, not the {sentences} x {voices_per_sentence} asked for; it is used as it is "
+          "(delete it, or give another --corpus_dir, to build the asked size)")
+
+
 def cached_rates(cache_root: str, split: str) -> dict | None:
   """The rates a finished cache of `split` was built with (its mixture.json), None if absent."""
   path = os.path.join(cache_root, split, "mixture.json")
@@ -203,7 +221,9 @@ def export(workdir: str, corpus_dir: str, step: int, timings: dict) -> str:
 
 
 def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniature: bool,
-             timings: dict) -> dict:
+             timings: dict, test_utterances: int | None = None) -> dict:
+  """slm-eval of the exported checkpoint; test_utterances: transcribe only the first N utterances
+  of the flite test split (None: all of them)."""
   out = os.path.join(workdir, "eval", f"results_{step}.json")
   with Stage("evaluate", timings):
     if os.path.exists(out):
@@ -225,9 +245,13 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
     os.makedirs(part, exist_ok=True)
     tts_manifest = os.path.join(part, "tts_sentences.jsonl")
     _write_distinct_sentences(corpus_dir, "test", tts_manifest, n_tts)
+    test_manifest = os.path.join(corpus_dir, "manifest_test.jsonl")
+    if test_utterances is not None:
+      test_manifest = os.path.join(part, "asr_test.jsonl")
+      _write_first_utterances(corpus_dir, "test", test_manifest, test_utterances)
     args = ["--checkpoint", export_dir, "--tensorboard", os.path.join(workdir, "tensorboard"),
             "--no_progress", "--out", os.path.join(part, "results.json"),
-            "--asr_manifest", f"flite_test={os.path.join(corpus_dir, 'manifest_test.jsonl')}",
+            "--asr_manifest", f"flite_test={test_manifest}",
             "--asr_manifest", f"real={os.path.join(corpus_dir, 'manifest_test_real.jsonl')}",
             "--loss_cache", os.path.join(corpus_dir, "cache", MIXTURE),
             "--pairwise_dir", pairwise, "--pairwise_normalize",
@@ -268,6 +292,20 @@ def _write_distinct_sentences(corpus_dir: str, split: str, out: str, limit: int)
       rows.append(json.dumps(rec))
       if len(rows) == limit:
         break
+  with open(out, "w") as f:
+    f.write("\n".join(rows) + "\n")
+
+
+def _write_first_utterances(corpus_dir: str, split: str, out: str, limit: int) -> None:
+  """The first `limit` utterances of a split's manifest, audio paths made absolute."""
+  rows = []
+  with open(os.path.join(corpus_dir, f"manifest_{split}.jsonl")) as f:
+    for line in f:
+      if len(rows) == limit:
+        break
+      rec = json.loads(line)
+      rec["audio_path"] = os.path.join(corpus_dir, rec["audio_path"])
+      rows.append(json.dumps(rec))
   with open(out, "w") as f:
     f.write("\n".join(rows) + "\n")
 
@@ -480,6 +518,10 @@ def main(argv=None) -> int:
   p.add_argument("--sentences", type=int, default=4500,
                  help="fortunes sentences in a new corpus, one flite reading each (make demo-long: "
                       "8000, in its own corpus_dir)")
+  p.add_argument("--voices_per_sentence", type=int, default=1,
+                 help="flite readings of each sentence in a new corpus (make demo-long: 2)")
+  p.add_argument("--test_utterances", type=int, default=None,
+                 help="transcribe only the first N utterances of the test split (default: all)")
   p.add_argument("--miniature", action="store_true",
                  help="the whole pipeline at toy size (a check, not a model)")
   p.add_argument("--synthetic", action="store_true",
@@ -488,6 +530,10 @@ def main(argv=None) -> int:
                  help=f"gin files (default {DEMO_GIN}, or {SYNTHETIC_GIN} with --synthetic)")
   p.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
   args = p.parse_args(argv)
+  for flag in ("sentences", "voices_per_sentence", "test_utterances"):
+    value = getattr(args, flag)
+    if value is not None and value < 1:
+      p.error(f"--{flag} must be >= 1, got {value}")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   t_start, timings = time.time(), {}
   workdir, corpus_dir = os.path.abspath(args.workdir), os.path.abspath(args.corpus_dir)
@@ -497,7 +543,7 @@ def main(argv=None) -> int:
     return 0
   user_params, rates = check_gin_params(args.gin_file or [DEMO_GIN], args.gin_param)
   bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param,
-                          rates)
+                          rates, args.voices_per_sentence)
   extra = (MINIATURE_BINDINGS if args.miniature else []) + user_params
   result = train(args.gin_file or [DEMO_GIN], bindings + extra, workdir, timings)
   train_summary(workdir, result, timings["train"] / 60)
@@ -505,7 +551,8 @@ def main(argv=None) -> int:
   if step is None:
     raise SystemExit(f"demo: no checkpoint in {workdir}/checkpoints after training")
   export_dir = export(workdir, corpus_dir, step, timings)
-  results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings)
+  results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings,
+                     args.test_utterances)
   examples = generate_examples(export_dir, workdir, results, step, timings)
   text = report(workdir, corpus_dir, step, result, results, examples, timings,
                 time.time() - t_start)

@@ -135,3 +135,58 @@ def test_a_cache_built_for_other_rates_is_not_reused(tmp_path):
       {"mixture": "demo_main", "split": "train", "rates": {"demo_asr": 1.0, "demo_tts": 0.5}}))
   assert demo.cached_rates(str(root), "train") == {"demo_asr": 1.0, "demo_tts": 0.5}
   assert demo.cached_rates(str(root), "train") != demo.DEFAULT_RATES
+
+
+def test_size_flags_below_one_fail_before_any_stage_runs(tmp_path, capsys):
+  for flag in ("--sentences", "--voices_per_sentence", "--test_utterances"):
+    with pytest.raises(SystemExit) as exit_info:
+      demo.main(["--workdir", str(tmp_path / "run"), flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def test_the_test_split_can_be_capped_and_keeps_its_order(tmp_path):
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  rows = [{"id": f"u{i}", "text": f"sentence {i // 2}", "audio_path": f"audio/test/u{i}.wav"}
+          for i in range(5)]
+  (corpus / "manifest_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "first.jsonl"
+  demo._write_first_utterances(str(corpus), "test", str(out), 3)
+  got = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r["id"] for r in got] == ["u0", "u1", "u2"]
+  assert got[0]["audio_path"] == str(corpus / "audio/test/u0.wav")
+  demo._write_first_utterances(str(corpus), "test", str(out), 50)
+  assert len(out.read_text().splitlines()) == 5
+
+
+def test_an_existing_corpus_of_another_size_is_named_not_rebuilt(tmp_path, capsys):
+  (tmp_path / "build_info.json").write_text(json.dumps(
+      {"max_sentences": 4500, "voices_per_sentence": 1}))
+  demo._note_corpus_size(str(tmp_path), 4500, 1)
+  assert capsys.readouterr().out == ""
+  demo._note_corpus_size(str(tmp_path), 8645, 2)
+  out = capsys.readouterr().out
+  assert "4500 sentences x 1 voices, not the 8645 x 2 asked for" in out
+  assert "another --corpus_dir" in out
+
+
+def test_demo_long_is_the_demo_recipe_trained_longer():
+  """runs/demo_long.gin changes the schedule only: same model, character CTC head, mixture."""
+  from slm_jax import configuration
+  values = {}
+  try:
+    for name in ("runs/demo.gin", "runs/demo_long.gin"):
+      gin.clear_config()
+      configuration.parse([name], ["DEMO_CACHE = 'c'", "DEMO_TEXT_TOKENIZER = 't'",
+                                   "DEMO_SPEECH_TOKENIZER = 's'", "DEMO_ASR_MANIFEST = 'm'"],
+                          finalize=False)
+      values[name] = {k: gin.query_parameter(k) for k in (
+          "ModelConfig.ctc_alphabet", "ModelConfig.ctc_upsample", "ModelConfig.num_layers",
+          "ModelConfig.embed_dim", "%BATCH_SIZE", "%SEQ_LEN", "%TOTAL_STEPS")}
+  finally:
+    gin.clear_config()
+  short, long = values["runs/demo.gin"], values["runs/demo_long.gin"]
+  assert long.pop("%TOTAL_STEPS") >= 4 * short.pop("%TOTAL_STEPS")
+  assert long == short and long["ModelConfig.ctc_alphabet"]
