@@ -7,7 +7,8 @@ the evaluated set's name:
      "asr":      {name: {"wer", "cer", "baseline": {...}, "per_speaker": {...}, "examples": [...]}},
      "tts":      {name: {"wer", "cer", "baseline": {...}, "resynthesis": {...}, "original": {...}}},
      "loss":     {task: {"loss/ce", "loss/text_ce", "loss/speech_ce", "perplexity", ...}},
-     "pairwise": {set: {condition: {"accuracy", "pairs", ...}}}}
+     "pairwise": {set: {condition: {"accuracy", "pairs", ...}}},
+     "seconds":  {part: wall seconds}}     # e.g. "asr/test", "asr/test/ctc", "tts", "loss"
 
 `scalars(results)` flattens the numbers into `section/name/metric` keys (the TensorBoard tags,
 under `eval/`).

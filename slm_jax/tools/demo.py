@@ -425,6 +425,9 @@ def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results
             "", "## Time", "",
             "- " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
             + f"; total {total_s / 60:.1f} min"]
+  parts = results.get("seconds") or {}
+  if parts:
+    lines.append("- the evaluation by part: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
   tail = [h for h in train_result.get("history", []) if "tokens_per_s" in h]
   if tail:
     tps = sorted(h["tokens_per_s"] for h in tail)[len(tail) // 2]

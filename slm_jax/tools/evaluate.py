@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 
 from slm_jax.errors import SlmError
 from slm_jax.tools import cli_errors
@@ -201,45 +202,59 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
   progress = not args.no_progress
   info = session.info or {}
   results = {"checkpoint": info.get("source_workdir") or session.directory,
-             "step": info.get("step")}
+             "step": info.get("step"), "seconds": {}}
+  seconds = results["seconds"]    # wall seconds of each part, for whoever sizes an evaluation
+
+  @contextlib.contextmanager
+  def timed(part: str):
+    t0 = time.perf_counter()
+    yield
+    seconds[part] = round(time.perf_counter() - t0, 1)
+    print(f"{PROG}: {part} took {seconds[part]:.0f} s", file=sys.stderr)
+
   if args.loss_cache or args.loss_task:
     kw = dict(split=args.loss_split, batch_size=args.batch_size, seq_len=args.seq_len,
               max_batches=args.max_examples)
     print(f"{PROG}: loss on {args.loss_cache or args.loss_task} ({args.loss_split})", file=sys.stderr)
-    results["loss"] = (loss_eval.evaluate_cached(session.model, args.loss_cache, **kw)
-                       if args.loss_cache else loss_eval.evaluate_seqio(session.model,
-                                                                        args.loss_task, **kw))
+    with timed("loss"):
+      results["loss"] = (loss_eval.evaluate_cached(session.model, args.loss_cache, **kw)
+                         if args.loss_cache else loss_eval.evaluate_seqio(session.model,
+                                                                          args.loss_task, **kw))
   if inputs["asr"]:
     results["asr"] = {}
     for name, utts in inputs["asr"]:
       print(f"{PROG}: ASR on {name} ({len(utts)} utterances)", file=sys.stderr)
-      frames = [session.encode_audio(u.audio_path) for u in utts]
-      results["asr"][name] = asr_eval.evaluate_asr(
-          session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots, progress=progress,
-          frames=frames)
+      with timed(f"asr/{name}"):
+        frames = [session.encode_audio(u.audio_path) for u in utts]
+        results["asr"][name] = asr_eval.evaluate_asr(
+            session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,
+            progress=progress, frames=frames)
       if getattr(session.model.cfg, "asr_ctc", False):    # the CTC head's view as well
-        results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
-            session, utts, slots=args.slots, decoder="ctc", frames=frames)
+        with timed(f"asr/{name}/ctc"):
+          results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
+              session, utts, slots=args.slots, decoder="ctc", frames=frames)
         weights = args.ctc_weight or [0.5]
         joint = not args.no_joint and joint_decoding.scores_text_ids(session.model.cfg)
         if not args.no_joint and not joint:
           print(f"{PROG}: no joint decoding: the CTC head spells characters", file=sys.stderr)
         for w in (weights if joint else []):    # joint CTC/attention beam search
           key = f"{name}/joint" if len(weights) == 1 else f"{name}/joint{w:g}"
-          results["asr"][key] = asr_eval.evaluate_asr(
-              session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,
-              decoder="joint", frames=frames, ctc_weight=w, beam_size=args.beam_size)
+          with timed(f"asr/{key}"):
+            results["asr"][key] = asr_eval.evaluate_asr(
+                session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,
+                decoder="joint", frames=frames, ctc_weight=w, beam_size=args.beam_size)
   if inputs["tts"]:
     name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")
                                if args.out else "slm_eval_tts")
     print(f"{PROG}: TTS loopback on {name} ({len(utts)} sentences, {args.tts_mode} mode) -> "
           f"{tts_out}", file=sys.stderr)
-    r = tts_eval.evaluate_tts(session, utts, tts_out, slots=args.slots,
-                              max_new_tokens=args.tts_max_new_tokens, progress=progress,
-                              mode=args.tts_mode,
-                              max_positions_per_word=args.tts_max_positions_per_word,
-                              recognizer_workers=args.recognizer_workers)
+    with timed("tts"):
+      r = tts_eval.evaluate_tts(session, utts, tts_out, slots=args.slots,
+                                max_new_tokens=args.tts_max_new_tokens, progress=progress,
+                                mode=args.tts_mode,
+                                max_positions_per_word=args.tts_max_positions_per_word,
+                                recognizer_workers=args.recognizer_workers)
     if "skipped" in r:
       print(f"{PROG}: TTS loopback not scored: {r['skipped']}", file=sys.stderr)
     results["tts"] = {name: r}
@@ -248,8 +263,9 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
     results["pairwise"] = {}
     for key, pairs in inputs["pairwise"].items():
       print(f"{PROG}: pairwise {key} ({len(pairs)} pairs)", file=sys.stderr)
-      results["pairwise"][key] = pairwise.evaluate_pairs(
-          session, pairs, normalize=args.pairwise_normalize, progress=progress)
+      with timed(f"pairwise/{key}"):
+        results["pairwise"][key] = pairwise.evaluate_pairs(
+            session, pairs, normalize=args.pairwise_normalize, progress=progress)
   print(report.format_table(results), file=out)
   if args.out:
     report.write_json(results, args.out)

@@ -118,6 +118,10 @@ def test_slm_eval_end_to_end(setup, tmp_path, capsys):
   assert "ASR" in printed and "Loss" in printed and "TTS loopback" in printed
   tags = plot_metrics.read_scalars(str(tmp_path / "tb"))
   assert "eval/asr/test/cer" in tags and "eval/loss/synthetic_task/loss/ce" in tags
+  # Each part's wall time, named like its section (not a TensorBoard scalar).
+  expected = {"loss", "asr/test", "tts"} | ({"pairwise/cloze"} if HAVE_FLITE else set())
+  assert expected <= set(results["seconds"]) and all(v >= 0 for v in results["seconds"].values())
+  assert not any(t.startswith("eval/seconds") for t in tags)
 
 
 @pytest.mark.parametrize("argv, message", [
