@@ -116,7 +116,7 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       # the transcripts, so the decoder gains less from recalling training sentences and more
       # from listening (the four voices still alternate across sentences).
       # make demo-long reads each sentence in two voices: more audio for a longer run, with the
-      # same texts (the fortunes give about 8,600 sentences).
+      # same texts (the builder accepts about 8,100 of the fortunes' sentences).
       size = ["--max_sentences", "150", "--voices_per_sentence", "1"] if miniature else [
           "--max_sentences", str(sentences), "--voices_per_sentence", str(voices_per_sentence)]
       _run("building the demo corpus", "slm_jax.tools.data",
@@ -280,30 +280,26 @@ def tts_mode() -> str:
 
 
 def _write_distinct_sentences(corpus_dir: str, split: str, out: str, limit: int) -> None:
-  """The first reading of each distinct sentence of a split, audio paths made absolute."""
-  seen, rows = set(), []
-  with open(os.path.join(corpus_dir, f"manifest_{split}.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["text"] in seen or "flite" not in rec.get("speaker", "flite"):
-        continue
-      seen.add(rec["text"])
-      rec["audio_path"] = os.path.join(corpus_dir, rec["audio_path"])
-      rows.append(json.dumps(rec))
-      if len(rows) == limit:
-        break
-  with open(out, "w") as f:
-    f.write("\n".join(rows) + "\n")
+  """The first flite reading of each distinct sentence of a split, audio paths made absolute."""
+  _write_manifest_rows(corpus_dir, split, out, limit, distinct_sentences=True)
 
 
 def _write_first_utterances(corpus_dir: str, split: str, out: str, limit: int) -> None:
   """The first `limit` utterances of a split's manifest, audio paths made absolute."""
-  rows = []
+  _write_manifest_rows(corpus_dir, split, out, limit, distinct_sentences=False)
+
+
+def _write_manifest_rows(corpus_dir: str, split: str, out: str, limit: int,
+                         distinct_sentences: bool) -> None:
+  seen, rows = set(), []
   with open(os.path.join(corpus_dir, f"manifest_{split}.jsonl")) as f:
     for line in f:
       if len(rows) == limit:
         break
       rec = json.loads(line)
+      if distinct_sentences and (rec["text"] in seen or "flite" not in rec.get("speaker", "flite")):
+        continue
+      seen.add(rec["text"])
       rec["audio_path"] = os.path.join(corpus_dir, rec["audio_path"])
       rows.append(json.dumps(rec))
   with open(out, "w") as f:
@@ -519,8 +515,8 @@ def main(argv=None) -> int:
   p.add_argument("--corpus_dir", default="data/demo_corpus",
                  help="where the demo corpus, its tokenizers and caches live")
   p.add_argument("--sentences", type=int, default=4500,
-                 help="fortunes sentences in a new corpus, one flite reading each (make demo-long: "
-                      "8000, in its own corpus_dir)")
+                 help="fortunes sentences in a new corpus (make demo-long: 8645, i.e. every one the "
+                      "builder accepts, in its own corpus_dir)")
   p.add_argument("--voices_per_sentence", type=int, default=1,
                  help="flite readings of each sentence in a new corpus (make demo-long: 2)")
   p.add_argument("--test_utterances", type=int, default=None,
