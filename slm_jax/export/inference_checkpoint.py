@@ -293,8 +293,11 @@ def _restore_tree(path: str, target: dict) -> dict:
 
 
 def _saved_metadata(path: str) -> dict:
-  meta = ocp.PyTreeCheckpointer().metadata(path)
+  meta = ocp.PyTreeCheckpointer().metadata(os.path.abspath(path))  # a relative path reads None
   tree = getattr(meta, "item_metadata", meta)
+  if tree is None:
+    raise InferenceCheckpointError(f"{path} has no readable parameter metadata: the export is "
+                                   "incomplete or damaged; export it again with slm-export")
   return _int_keys(getattr(tree, "tree", tree))
 
 
@@ -460,7 +463,7 @@ def load_inference_checkpoint(directory: str, mesh: Optional[Mesh] = None, *, ru
   shardings = _shardings(state, mesh, rules)
   quantized = set(info.get("quantized_params", ()))
   stored_dtype = as_dtype(info["dtype"])
-  params_path = os.path.join(directory, PARAMS_DIRNAME)
+  params_path = os.path.join(os.path.abspath(directory), PARAMS_DIRNAME)
   if not os.path.isdir(params_path):
     raise InferenceCheckpointError(f"{directory} has no {PARAMS_DIRNAME}/: the export is incomplete; "
                                    "export it again")

@@ -102,6 +102,16 @@ def test_f32_round_trip_is_exact_and_restores_onto_another_mesh(run):
   np.testing.assert_allclose(_logits(sharded, run["batch"]), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_a_relative_checkpoint_path_loads(run, monkeypatch):
+  """Orbax reads no metadata from a relative path: `slm-eval --checkpoint runs/x/export` from
+  the project root once failed with a TypeError."""
+  out = run["exports"]["f32"]["directory"]
+  monkeypatch.chdir(os.path.dirname(out))
+  model, _, _ = ic.load_inference_checkpoint(os.path.basename(out))
+  np.testing.assert_array_equal(_logits(model, run["batch"]),
+                                _logits(_model(run["cfg"], run["params"]), run["batch"]))
+
+
 def test_bf16_round_trip_within_tolerance(run):
   model, _, _ = ic.load_inference_checkpoint(run["exports"]["bf16"]["directory"])
   assert model.decoder.blocks.mlp.up.kernel[...].dtype == jnp.bfloat16
