@@ -36,14 +36,15 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str],
 def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens: int = 96,
                  slots: int = 8, num_examples: int = 5, engine=None, progress: bool = True,
                  decoder: str = "attention", frames: Sequence | None = None,
-                 ctc_weight: float = 0.5, beam_size: int = 4) -> dict:
+                 ctc_weight: float = 0.5, beam_size: int = 4,
+                 pre_beam: int | None = None) -> dict:
   """Transcribes every utterance and scores it (see the module docstring).
 
   decoder: "attention" (the model writes the transcript token by token, greedily), "ctc" (best
   path of the auxiliary CTC head over the speech frames, inference/ctc_decoding.py) or "joint"
   (beam search over the decoder's tokens scored by `ctc_weight` * CTC prefix score +
-  (1 - `ctc_weight`) * decoder log-probability, `beam_size` hypotheses,
-  inference/joint_decoding.py).
+  (1 - `ctc_weight`) * decoder log-probability, `beam_size` hypotheses; a character CTC head
+  scores each hypothesis's `pre_beam` best decoder candidates, inference/joint_decoding.py).
   frames: the utterances' speech frames when already encoded (else read and encoded here).
   """
   start = time.perf_counter()
@@ -55,7 +56,7 @@ def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens
   elif decoder == "joint":
     from slm_jax.inference.joint_decoding import joint_transcribe  # pylint: disable=import-outside-toplevel
     hyps = joint_transcribe(session, frames, ctc_weight=ctc_weight, beam_size=beam_size,
-                            max_new_tokens=max_new_tokens, batch_size=slots)
+                            max_new_tokens=max_new_tokens, batch_size=slots, pre_beam=pre_beam)
   elif decoder == "attention":
     hyps = generation.transcribe(session, frames, max_new_tokens=max_new_tokens, slots=slots,
                                  engine=engine, progress=progress)
@@ -68,6 +69,6 @@ def evaluate_asr(session, utterances: Sequence[EvalUtterance], *, max_new_tokens
   out["hypotheses"] = {u.id: h for u, h in zip(utterances, hyps)}
   out["decoder"] = decoder
   if decoder == "joint":
-    out["ctc_weight"], out["beam_size"] = ctc_weight, beam_size
+    out["ctc_weight"], out["beam_size"], out["pre_beam"] = ctc_weight, beam_size, pre_beam
   out["seconds"] = round(time.perf_counter() - start, 2)
   return out

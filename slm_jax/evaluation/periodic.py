@@ -90,8 +90,7 @@ def asr_eval_hook(manifest: str = gin.REQUIRED, name: str = "test", max_examples
       c = asr_eval.score_transcripts(refs, ctc_transcribe(session, cache["frames"], batch_size=slots))
       out.update({f"asr/{name}/ctc_cer": c["cer"], f"asr/{name}/ctc_wer": c["wer"]})
       from slm_jax.inference import joint_decoding  # pylint: disable=import-outside-toplevel
-      if (joint_ctc_weight is not None and model.cfg.architecture == "shared"
-          and joint_decoding.scores_text_ids(model.cfg)):     # not a character head
+      if joint_ctc_weight is not None and model.cfg.architecture == "shared":
         joint_transcribe = joint_decoding.joint_transcribe
         j = asr_eval.score_transcripts(refs, joint_transcribe(
             session, cache["frames"], ctc_weight=joint_ctc_weight, beam_size=joint_beam_size,

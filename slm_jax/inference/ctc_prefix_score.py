@@ -72,29 +72,63 @@ def extend(state: PrefixState, logp_NTC: jax.Array, valid_NT: jax.Array, parent_
            label_N: jax.Array) -> PrefixState:
   """The states of hypotheses parent + label (rows of `state` gathered by `parent_N`; `logp_NTC`
   and `valid_NT` are the new rows' frames). A label of 0 yields a dead state (all NEG)."""
-  r_nb_NT = state.r_nonblank_NT[parent_N]
-  r_b_NT = state.r_blank_NT[parent_N]
-  last_N = state.last_N[parent_N]
-  n = label_N.shape[0]
-  x_label_NT = jnp.take_along_axis(logp_NTC, label_N[:, None, None], axis=2)[..., 0]
-  x_blank_NT = logp_NTC[..., 0]
-  phi_NT = jnp.logaddexp(r_b_NT[:, :-1], jnp.where((label_N == last_N)[:, None], NEG,
-                                                   r_nb_NT[:, :-1]))
+  return extend_pieces(state, logp_NTC, valid_NT, parent_N, label_N[:, None])[0]
+
+
+def extend_pieces(state: PrefixState, logp_NTC: jax.Array, valid_NT: jax.Array,
+                  parent_Q: jax.Array, labels_QK: jax.Array) -> tuple[PrefixState, jax.Array]:
+  """Hypotheses parent + several labels at once (a text piece spelled in characters), in one
+  pass over the frames: (their states, their prefix scores float32[Q]).
+
+  Row q extends row `parent_Q[q]` of `state` by `labels_QK[q]`: classes >= 1, left-aligned,
+  0-padded (K: the longest). `logp_NTC` / `valid_NT` are indexed by the parent. The forward
+  variables of every label j of the piece advance together, frame by frame:
+
+      nonblank_j[t+1] = (nonblank_j[t] (+) phi_j[t]) + x_t(c_j)
+      blank_j[t+1]    = (blank_j[t] (+) nonblank_j[t]) + x_t(blank)
+      phi_j[t]        = blank_{j-1}[t] (+) (nonblank_{j-1}[t] unless c_j == c_{j-1})
+
+  with j = 0 the parent's variables, and the prefix score sums phi + x over the frames for the
+  last label. A row with no labels gets a dead state and a NEG score.
+  """
+  q, k = labels_QK.shape
+  labels_QK = labels_QK.astype(jnp.int32)
+  count_Q = jnp.sum(labels_QK > 0, axis=1)
+  r_nb_QT = state.r_nonblank_NT[parent_Q]
+  r_b_QT = state.r_blank_NT[parent_Q]
+  previous_QK = jnp.concatenate([state.last_N[parent_Q][:, None], labels_QK[:, :-1]], axis=1)
+  repeat_QK = labels_QK == previous_QK            # c_j == c_{j-1}: no direct move from nonblank
+  logp_QTC, valid_QT = logp_NTC[parent_Q], valid_NT[parent_Q]
+  x_label_QTK = jnp.take_along_axis(logp_QTC, jnp.broadcast_to(
+      labels_QK[:, None, :], (q, logp_QTC.shape[1], k)), axis=2)
+  last_Q1 = jnp.maximum(count_Q - 1, 0)[:, None]
 
   def frame(carry, xs):
-    nonblank_N, blank_N = carry
-    phi_N, x_label_N, x_blank_N, valid_N = xs
-    new_nonblank = jnp.logaddexp(nonblank_N, phi_N) + x_label_N
-    new_blank = jnp.logaddexp(blank_N, nonblank_N) + x_blank_N
-    carry = (jnp.where(valid_N, new_nonblank, nonblank_N), jnp.where(valid_N, new_blank, blank_N))
-    return carry, carry
+    nonblank_QK, blank_QK, psi_Q = carry
+    parent_nb_Q, parent_b_Q, x_label_QK, x_blank_Q, valid_Q = xs
+    below_nb_QK = jnp.concatenate([parent_nb_Q[:, None], nonblank_QK[:, :-1]], axis=1)
+    below_b_QK = jnp.concatenate([parent_b_Q[:, None], blank_QK[:, :-1]], axis=1)
+    phi_QK = jnp.logaddexp(below_b_QK, jnp.where(repeat_QK, NEG, below_nb_QK))
+    enter_Q = jnp.take_along_axis(phi_QK + x_label_QK, last_Q1, axis=1)[:, 0]
+    new_nonblank = jnp.logaddexp(nonblank_QK, phi_QK) + x_label_QK
+    new_blank = jnp.logaddexp(blank_QK, nonblank_QK) + x_blank_Q[:, None]
+    v_Q1 = valid_Q[:, None]
+    nonblank_QK = jnp.maximum(jnp.where(v_Q1, new_nonblank, nonblank_QK), NEG)
+    blank_QK = jnp.maximum(jnp.where(v_Q1, new_blank, blank_QK), NEG)
+    psi_Q = jnp.where(valid_Q, jnp.logaddexp(psi_Q, enter_Q), psi_Q)
+    out = (jnp.take_along_axis(nonblank_QK, last_Q1, axis=1)[:, 0],
+           jnp.take_along_axis(blank_QK, last_Q1, axis=1)[:, 0])
+    return (nonblank_QK, blank_QK, psi_Q), out
 
-  init = (jnp.full((n,), NEG, jnp.float32), jnp.full((n,), NEG, jnp.float32))
-  xs = (phi_NT.T, x_label_NT.T, x_blank_NT.T, valid_NT.T)
-  _, (nonblank_TN, blank_TN) = jax.lax.scan(frame, init, xs)
-  head = jnp.full((n, 1), NEG, jnp.float32)
-  nonblank_NT = jnp.concatenate([head, nonblank_TN.T], axis=1)
-  blank_NT = jnp.concatenate([head, blank_TN.T], axis=1)
-  alive_N1 = (label_N > 0)[:, None]
-  return PrefixState(jnp.maximum(jnp.where(alive_N1, nonblank_NT, NEG), NEG),
-                     jnp.maximum(jnp.where(alive_N1, blank_NT, NEG), NEG), label_N.astype(jnp.int32))
+  init = (jnp.full((q, k), NEG, jnp.float32), jnp.full((q, k), NEG, jnp.float32),
+          jnp.full((q,), NEG, jnp.float32))
+  xs = (r_nb_QT[:, :-1].T, r_b_QT[:, :-1].T, jnp.moveaxis(x_label_QTK, 1, 0),
+        logp_QTC[..., 0].T, valid_QT.T)
+  (_, _, psi_Q), (nonblank_TQ, blank_TQ) = jax.lax.scan(frame, init, xs)
+  head = jnp.full((q, 1), NEG, jnp.float32)
+  alive_Q1 = (count_Q > 0)[:, None]
+  nonblank_QT = jnp.where(alive_Q1, jnp.concatenate([head, nonblank_TQ.T], axis=1), NEG)
+  blank_QT = jnp.where(alive_Q1, jnp.concatenate([head, blank_TQ.T], axis=1), NEG)
+  last_Q = jnp.take_along_axis(labels_QK, last_Q1, axis=1)[:, 0]
+  psi_Q = jnp.where(count_Q > 0, jnp.maximum(psi_Q, NEG), NEG)
+  return PrefixState(nonblank_QT, blank_QT, last_Q), psi_Q.astype(jnp.float32)

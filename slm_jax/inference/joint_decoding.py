@@ -13,6 +13,14 @@ candidates: text ids and EOS) and log p_ctc is the CTC head's prefix score of h
 keeps the hypotheses monotonically aligned to the speech (no skipped or looped words, ends where
 the audio ends); the decoder brings the language model.
 
+The CTC head may score text ids or characters (`ModelConfig.ctc_alphabet`), with any number of
+outputs per speech frame (`ctc_upsample`: the outputs are read in time order). A character head
+scores a text piece by its spelling (models/ctc_spelling.py): the piece's characters extend the
+hypothesis's CTC state in one pass over the frames (`ctc_prefix_score.extend_pieces`). Spelling
+every piece of the vocabulary each step would cost C passes, so, as in ESPnet, only each live
+hypothesis's `pre_beam` best decoder candidates (and EOS) are spelled and scored; a head over
+text ids scores every candidate at once.
+
 Search: each step expands the live hypotheses by every candidate, keeps the `beam_size` best of
 all of an utterance's expansions; a chosen EOS moves that hypothesis to the utterance's best
 finished one and frees its beam. Both terms only decrease as a hypothesis grows, so an utterance
@@ -41,6 +49,7 @@ from slm_jax.errors import SlmError
 from slm_jax.inference import ctc_prefix_score as cps
 from slm_jax.inference import prompts
 from slm_jax.inference.ctc_decoding import NoCtcHeadError
+from slm_jax.models import ctc_spelling
 from slm_jax.models.build import init_cache
 from slm_jax.unified_vocab import EOS_ID, MODALITY_SPEECH
 
@@ -65,12 +74,6 @@ class _Search:
   best_history_BM: jax.Array
   best_length_B: jax.Array
   done_B: jax.Array
-
-
-def scores_text_ids(cfg) -> bool:
-  """Whether the model's CTC head scores text ids one output per position (what joint decoding
-  needs), not characters."""
-  return bool(getattr(cfg, "asr_ctc", False)) and not cfg.ctc_alphabet and cfg.ctc_upsample == 1
 
 
 def _check(ctc_weight: float, beam_size: int, max_new_tokens: int) -> None:
@@ -107,9 +110,21 @@ def _repeat(cache, w: int):
   return jax.tree.map(lambda x: jnp.repeat(x, w, axis=1 if x.ndim == 5 else 0), cache)
 
 
+def pieces_table(spelling, num_text_ids: int) -> np.ndarray:
+  """int32[num_text_ids, K]: each text id's characters as CTC classes, 0-padded (K >= 1)."""
+  table = spelling.table()
+  if table.shape[0] < num_text_ids:
+    table = np.concatenate([table, np.zeros((num_text_ids - table.shape[0], table.shape[1]),
+                                            np.int32)])
+  return table[:num_text_ids]
+
+
 @functools.lru_cache(maxsize=8)
-def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int):
-  """The jit-compiled search (see the module docstring); shapes from its arguments."""
+def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int,
+               pre_beam: int = 0):
+  """The jit-compiled search (see the module docstring); shapes from its arguments. pre_beam 0:
+  the head scores text ids and every candidate is scored; pre_beam P > 0: a character head, and
+  only each hypothesis's P best decoder candidates (and EOS) are spelled and scored."""
   w, m = beam_size, max_new_tokens
 
   def candidates(model, h_ND, vocab):
@@ -119,7 +134,8 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
     return jax.nn.log_softmax(cand_NC.astype(jnp.float32), axis=-1)
 
   @jax.jit
-  def search(params, tokens_BL, codes_BLK, length_B, frame_start_B, frame_count_B):
+  def search(params, tokens_BL, codes_BLK, length_B, frame_start_B, frame_count_B,
+             pieces_CK=None):
     model = nnx.merge(graphdef, params)
     cfg, vocab = model.cfg, model.cfg.vocab
     b, l = tokens_BL.shape
@@ -130,11 +146,13 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
     cache = init_cache(cfg, b, l + m + 1)
     h_BLD, cache = model.forward_cached(tokens_BL, segment_BL, positions_BL, codes_BLK, cache,
                                         empty=True)
-    # The CTC head at each row's speech frames, left-aligned: [B, T = L, C].
+    # The CTC head at each row's speech frames, left-aligned: [B, T = L x U outputs, C].
     frame_BT = jnp.minimum(frame_start_B[:, None] + index_1L, l - 1)
     h_BTD = at_positions(h_BLD, frame_BT)
-    logp_BTC = jax.nn.log_softmax(model.heads.ctc_logits(h_BTD)[..., 0, :], axis=-1)  # U == 1
-    valid_BT = index_1L < frame_count_B[:, None]
+    logits_BTUC = model.heads.ctc_logits(h_BTD)
+    u = logits_BTUC.shape[2]
+    logp_BTC = jax.nn.log_softmax(logits_BTUC.reshape(b, l * u, -1), axis=-1)
+    valid_BT = jnp.arange(l * u)[None] < (frame_count_B * u)[:, None]
     logp_NTC, valid_NT = jnp.repeat(logp_BTC, w, axis=0), jnp.repeat(valid_BT, w, axis=0)
     h_BD = at_positions(h_BLD, (length_B - 1)[:, None])[:, 0]
     att_next_NC = jnp.repeat(candidates(model, h_BD, vocab), w, axis=0)
@@ -147,18 +165,49 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
         jnp.zeros((b, m), jnp.int32), jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool))
     num_extra = vocab.num_channels - 1
 
+    def score_every_text_id(s: _Search, att_NC):
+      """Candidates = every column (0: EOS, c: text id c - 1), each its CTC class."""
+      cand_NX = jnp.broadcast_to(jnp.arange(att_NC.shape[1]), att_NC.shape)
+      ctc_NX = (cps.prefix_scores(s.ctc, logp_NTC, valid_NT) if ctc_weight > 0.0
+                else jnp.zeros_like(att_NC))
+
+      def chosen_state(parent_N, col_N, extended_N):
+        if ctc_weight == 0.0:
+          return s.ctc
+        return cps.extend(s.ctc, logp_NTC, valid_NT, parent_N, jnp.where(extended_N, col_N, 0))
+      return att_NC, ctc_NX, cand_NX, chosen_state
+
+    def score_spelled_pieces(s: _Search, att_NC):
+      """Candidates = EOS and the decoder's P best text ids, each spelled in characters."""
+      top_NP, index_NP = jax.lax.top_k(att_NC[:, 1:], pre_beam)
+      cand_NX = jnp.concatenate([jnp.zeros((n, 1), jnp.int32), index_NP + 1], axis=1)
+      att_NX = jnp.concatenate([att_NC[:, :1], top_NP], axis=1)
+      if ctc_weight == 0.0:
+        return att_NX, jnp.zeros_like(att_NX), cand_NX, lambda *_: s.ctc
+      pieces_QK = pieces_CK[index_NP.reshape(-1)]
+      spelled, psi_Q = cps.extend_pieces(s.ctc, logp_NTC, valid_NT,
+                                         jnp.repeat(jnp.arange(n), pre_beam), pieces_QK)
+      ctc_NX = jnp.concatenate([cps.end_score(s.ctc)[:, None], psi_Q.reshape(n, pre_beam)], 1)
+
+      def chosen_state(parent_N, col_N, extended_N):
+        q_N = parent_N * pre_beam + jnp.maximum(col_N - 1, 0)
+        picked = jax.tree.map(lambda x: x[q_N], spelled)
+        return jax.tree.map(lambda a: jnp.where(
+            extended_N.reshape((-1,) + (1,) * (a.ndim - 1)), a, jnp.full_like(a, NEG)
+            if a.dtype == jnp.float32 else 0), picked)
+      return att_NX, ctc_NX, cand_NX, chosen_state
+
     def step(s: _Search) -> _Search:
-      c = s.att_next_NC.shape[1]
       att_NC = s.att_sum_N[:, None] + s.att_next_NC
-      if ctc_weight > 0.0:
-        ctc_NC = cps.prefix_scores(s.ctc, logp_NTC, valid_NT)
-      else:
-        ctc_NC = jnp.zeros_like(att_NC)
+      scorer = score_spelled_pieces if pre_beam else score_every_text_id
+      att_NX, ctc_NX, cand_NX, chosen_state = scorer(s, att_NC)
+      x = att_NX.shape[1]
       live_N = (s.score_N > NEG / 2) & ~jnp.repeat(s.done_B, w)
-      total_NC = jnp.where(live_N[:, None], _combine(ctc_weight, ctc_NC, att_NC), NEG)
-      value_BW, flat_BW = jax.lax.top_k(total_NC.reshape(b, w * c), w)
-      parent_N = (jnp.arange(b)[:, None] * w + flat_BW // c).reshape(n)
-      cand_N = (flat_BW % c).reshape(n)
+      total_NX = jnp.where(live_N[:, None], _combine(ctc_weight, ctc_NX, att_NX), NEG)
+      value_BW, flat_BW = jax.lax.top_k(total_NX.reshape(b, w * x), w)
+      parent_N = (jnp.arange(b)[:, None] * w + flat_BW // x).reshape(n)
+      col_N = (flat_BW % x).reshape(n)
+      cand_N = cand_NX[parent_N, col_N]
       value_N = value_BW.reshape(n)
       ok_N = value_N > NEG / 2
       # A chosen EOS finishes its hypothesis: keep the utterance's best.
@@ -166,7 +215,7 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
       k_B = jnp.argmax(ended_BW, axis=1)
       ended_B = jnp.take_along_axis(ended_BW, k_B[:, None], axis=1)[:, 0]
       better_B = ended_B > s.best_score_B
-      ended_history_BM = s.history_NM[jnp.arange(b) * w + k_B]
+      ended_history_BM = s.history_NM[parent_N.reshape(b, w)[jnp.arange(b), k_B]]  # slot k's parent
       best_score_B = jnp.where(better_B, ended_B, s.best_score_B)
       best_history_BM = jnp.where(better_B[:, None], ended_history_BM, s.best_history_BM)
       best_length_B = jnp.where(better_B, s.step, s.best_length_B)
@@ -174,9 +223,8 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
       extended_N = (cand_N > 0) & ok_N
       score_N = jnp.where(extended_N, value_N, NEG)
       history_NM = s.history_NM[parent_N].at[:, s.step].set(jnp.maximum(cand_N - 1, 0))
-      att_sum_N = att_NC[parent_N, cand_N]
-      ctc = (cps.extend(s.ctc, logp_NTC, valid_NT, parent_N, jnp.where(extended_N, cand_N, 0))
-             if ctc_weight > 0.0 else s.ctc)
+      att_sum_N = att_NX[parent_N, col_N]
+      ctc = chosen_state(parent_N, col_N, extended_N)
       token_N = jnp.where(extended_N, vocab.text_start + cand_N - 1, EOS_ID).astype(jnp.int32)
       position_N = length_N + s.step
       codes = jnp.zeros((n, 1, num_extra), jnp.int32) if num_extra else None
@@ -207,20 +255,34 @@ def _search_fn(graphdef, beam_size: int, ctc_weight: float, max_new_tokens: int)
 
 def joint_decode_ids(model, frames_list: Sequence[np.ndarray], *, ctc_weight: float = 0.5,
                      beam_size: int = 4, max_new_tokens: int = 96, batch_size: int = 8,
-                     bucket: int = 64) -> list[np.ndarray]:
-  """Text ids (int32[n]) of the best joint hypothesis for each utterance's frames [T, K]."""
+                     bucket: int = 64, spelling=None, pre_beam: int | None = None
+                     ) -> list[np.ndarray]:
+  """Text ids (int32[n]) of the best joint hypothesis for each utterance's frames [T, K].
+
+  A character CTC head (`ModelConfig.ctc_alphabet`) needs `spelling` (models/ctc_spelling.py:
+  the text vocabulary's pieces over that alphabet); only each hypothesis's `pre_beam` best
+  decoder candidates (default 1.5 x beam) are then spelled and scored by the head. Pieces that
+  spell nothing in the alphabet cannot be chosen while the CTC weight is above 0.
+  """
   _check(ctc_weight, beam_size, max_new_tokens)
-  vocab = model.cfg.vocab
-  if not getattr(model.cfg, "asr_ctc", False):
+  cfg, vocab = model.cfg, model.cfg.vocab
+  if not getattr(cfg, "asr_ctc", False):
     raise NoCtcHeadError("joint decoding needs the CTC head (ModelConfig.asr_ctc); this model "
                          "was trained without one: use the decoder alone")
-  if not scores_text_ids(model.cfg):
-    raise JointDecodingError(
-        f"joint decoding scores the decoder's text ids with the CTC head, but this model's head "
-        f"spells characters (ctc_alphabet={model.cfg.ctc_alphabet!r}, ctc_upsample="
-        f"{model.cfg.ctc_upsample}): transcribe with the CTC head or the decoder")
+  pieces, pre = None, 0                 # a head over text ids: every candidate scored
+  if cfg.ctc_alphabet:
+    if spelling is None or spelling.alphabet != cfg.ctc_alphabet:
+      raise JointDecodingError(
+          f"this model's CTC head spells characters (ctc_alphabet={cfg.ctc_alphabet!r}): joint "
+          f"decoding needs the text vocabulary's spelling over that alphabet "
+          f"(ctc_spelling.spelling_from_vocab(text_vocab, cfg.ctc_alphabet))")
+    pre = int(pre_beam) if pre_beam is not None else max(beam_size, int(np.ceil(1.5 * beam_size)))
+    if pre < 1:
+      raise JointDecodingError(f"pre_beam must be >= 1, got {pre_beam}")
+    pre = min(pre, vocab.text_size)
+    pieces = pieces_table(spelling, vocab.text_size)
   graphdef, params = nnx.split(model)
-  search = _search_fn(graphdef, int(beam_size), float(ctc_weight), int(max_new_tokens))
+  search = _search_fn(graphdef, int(beam_size), float(ctc_weight), int(max_new_tokens), pre)
   built = [prompts.asr(vocab, f) for f in frames_list]
   k_extra = vocab.num_channels - 1
   out: list[np.ndarray] = []
@@ -238,16 +300,29 @@ def joint_decode_ids(model, frames_list: Sequence[np.ndarray], *, ctc_weight: fl
         codes[i, :size] = p.codes
       speech = np.flatnonzero(np.asarray(vocab.modality(p.ids)) == MODALITY_SPEECH)
       frame_start[i], frame_count[i] = (speech[0], speech.size) if speech.size else (0, 0)
-    history, count, _ = search(params, tokens, codes, lengths, frame_start, frame_count)
+    history, count, _ = search(params, tokens, codes, lengths, frame_start, frame_count, pieces)
     history, count = np.asarray(history), np.asarray(count)
     out += [history[i, :count[i]].astype(np.int32) for i in range(len(chunk))]
   return out
 
 
+def session_spelling(session):
+  """The spelling of the session's text vocabulary over its model's CTC alphabet (None for a
+  head over text ids)."""
+  alphabet = session.model.cfg.ctc_alphabet
+  if not alphabet:
+    return None
+  if session.text_vocab is None:
+    raise JointDecodingError("joint decoding with a character CTC head spells the text "
+                             "vocabulary's pieces: load a checkpoint that ships its text tokenizer")
+  return ctc_spelling.spelling_from_vocab(session.text_vocab, alphabet, session.vocab.text_size)
+
+
 def joint_transcribe(session, frames_list: Sequence[np.ndarray], *, ctc_weight: float = 0.5,
                      beam_size: int = 4, max_new_tokens: int = 96, batch_size: int = 8,
-                     bucket: int = 64) -> list[str]:
+                     bucket: int = 64, pre_beam: int | None = None) -> list[str]:
   """Transcripts (one string per utterance) of speech frames [T, K] by joint decoding."""
   ids = joint_decode_ids(session.model, frames_list, ctc_weight=ctc_weight, beam_size=beam_size,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, bucket=bucket)
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, bucket=bucket,
+                         spelling=session_spelling(session), pre_beam=pre_beam)
   return [session.decode_text(x) if x.size else "" for x in ids]

@@ -86,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="ASR with a CTC head: joint CTC/attention decoding's CTC weight in [0, 1] "
                  "(reported as NAME/joint; repeat for several, e.g. NAME/joint0.3; default 0.5)")
   p.add_argument("--beam_size", type=int, default=4, help="ASR: joint decoding's beam size")
+  p.add_argument("--pre_beam", type=int, default=None,
+                 help="ASR with a character CTC head: the decoder's best candidates per "
+                 "hypothesis that joint decoding spells and scores (default 1.5 x beam)")
   p.add_argument("--no_joint", action="store_true",
                  help="ASR: skip joint CTC/attention decoding (it is slower than greedy)")
   p.add_argument("--out", default=None, help="results JSON")
@@ -120,6 +123,8 @@ def _check_inputs(args) -> None:
     raise EvalArgsError(f"--ctc_weight must be in [0, 1], got {args.ctc_weight}")
   if args.beam_size < 1:
     raise EvalArgsError(f"--beam_size must be >= 1, got {args.beam_size}")
+  if args.pre_beam is not None and args.pre_beam < 1:
+    raise EvalArgsError(f"--pre_beam must be >= 1, got {args.pre_beam}")
   if args.max_examples is not None and args.max_examples < 1:
     raise EvalArgsError(f"--max_examples must be >= 1, got {args.max_examples}")
   for spec in args.asr_manifest:
@@ -234,15 +239,13 @@ def evaluate(session, args, inputs: dict, out=None) -> dict:
           results["asr"][f"{name}/ctc"] = asr_eval.evaluate_asr(
               session, utts, slots=args.slots, decoder="ctc", frames=frames)
         weights = args.ctc_weight or [0.5]
-        joint = not args.no_joint and joint_decoding.scores_text_ids(session.model.cfg)
-        if not args.no_joint and not joint:
-          print(f"{PROG}: no joint decoding: the CTC head spells characters", file=sys.stderr)
-        for w in (weights if joint else []):    # joint CTC/attention beam search
+        for w in ([] if args.no_joint else weights):    # joint CTC/attention beam search
           key = f"{name}/joint" if len(weights) == 1 else f"{name}/joint{w:g}"
           with timed(f"asr/{key}"):
             results["asr"][key] = asr_eval.evaluate_asr(
                 session, utts, max_new_tokens=args.max_new_tokens, slots=args.slots,
-                decoder="joint", frames=frames, ctc_weight=w, beam_size=args.beam_size)
+                decoder="joint", frames=frames, ctc_weight=w, beam_size=args.beam_size,
+                pre_beam=args.pre_beam)
   if inputs["tts"]:
     name, utts = inputs["tts"]
     tts_out = args.tts_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "tts_wavs")

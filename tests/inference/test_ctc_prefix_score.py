@@ -100,3 +100,37 @@ def test_a_prefix_never_scores_above_its_parent():
   # the parent's prefix mass is its end probability plus all its extensions
   total = jax.nn.logsumexp(jnp.asarray(children), axis=1)
   np.testing.assert_allclose(np.asarray(total), parent_score, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_extending_by_a_spelled_piece_equals_one_label_at_a_time(seed):
+  """extend_pieces (several labels in one pass, rows of different frame counts, pieces of
+  different lengths, repeated letters, an empty piece) against `extend` label by label and the
+  last label's `prefix_scores`."""
+  rng = np.random.default_rng(seed)
+  n, t, c = 2, 14, 5
+  logp = jax.nn.log_softmax(jnp.asarray(rng.normal(size=(n, t, c)) * 2, jnp.float32), axis=-1)
+  valid = jnp.asarray(np.arange(t)[None] < np.array([[14], [9]]))
+  parents = _state_of([3], logp, valid)            # both rows: the hypothesis "3"
+  pieces = [[3, 3, 1], [2, 0, 0], [4, 1, 4], [3, 2, 0], [0, 0, 0]]
+  parent_q = np.array([0, 0, 1, 1, 1])
+  state, psi = cps.extend_pieces(parents, logp, valid, jnp.asarray(parent_q),
+                                 jnp.asarray(pieces, jnp.int32))
+  for q, piece in enumerate(pieces):
+    labels = [x for x in piece if x]
+    row = parent_q[q]
+    if not labels:
+      assert psi[q] < -1e20 and (np.asarray(state.r_blank_NT[q]) < -1e20).all()
+      continue
+    s = jax.tree.map(lambda a: a[row:row + 1], parents)
+    lp, v = logp[row:row + 1], valid[row:row + 1]
+    for lab in labels[:-1]:
+      s = cps.extend(s, lp, v, jnp.arange(1), jnp.array([lab]))
+    want_psi = np.asarray(cps.prefix_scores(s, lp, v))[0, labels[-1]]
+    s = cps.extend(s, lp, v, jnp.arange(1), jnp.array([labels[-1]]))
+    assert float(psi[q]) == pytest.approx(float(want_psi), abs=1e-4)
+    np.testing.assert_allclose(np.asarray(state.r_nonblank_NT[q]), np.asarray(s.r_nonblank_NT[0]),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(state.r_blank_NT[q]), np.asarray(s.r_blank_NT[0]),
+                               rtol=1e-5, atol=1e-4)
+    assert int(state.last_N[q]) == labels[-1]

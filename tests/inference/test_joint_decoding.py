@@ -13,6 +13,7 @@ from slm_jax.inference import ctc_decoding, joint_decoding, prompts
 from slm_jax.inference.batching import run_requests, Request
 from slm_jax.inference.engine import Engine
 from slm_jax.inference.sampling import SamplingConfig
+from slm_jax.models import ctc_spelling
 from slm_jax.models.heads import OutputHeads
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
@@ -143,6 +144,68 @@ def test_a_zipper_with_a_confident_ctc_head_follows_it(forced_head):
   got = joint_decoding.joint_decode_ids(model, _frames([12, 3], k=3), ctc_weight=1.0, beam_size=3,
                                         max_new_tokens=8, batch_size=2, bucket=16)
   assert [g.tolist() for g in got] == [[7, 2, 2, 4], [7]]
+
+
+# A character head: alphabet classes 1 " ", 2 a, 3 b, 4 c, 5 e; text ids 3 -> " a", 5 -> "bee",
+# 6 -> "be", 9 -> "e", 7 -> "c", 8 -> "cc", 11 -> "x" (outside the alphabet: spells nothing).
+CHARS = " abce"
+PIECES = {3: " a", 5: "bee", 6: "be", 9: "e", 7: "c", 8: "cc", 11: "x"}
+# Two outputs per frame (U = 2), read in time order: "bee a" then "cc" (blank between the c's).
+CHAR_PATTERN = [3, 5, 0, 5, 1, 2, 0, 0, 4, 0, 4, 0]
+
+
+def _char_model(seed=0):
+  return make(tiny(asr_ctc=True, ctc_alphabet=CHARS, ctc_upsample=2), seed=seed)
+
+
+def _char_spelling():
+  index = {ch: i + 1 for i, ch in enumerate(CHARS)}
+  return ctc_spelling.CtcSpelling(CHARS, tuple(
+      tuple(index[ch] for ch in PIECES.get(i, "") if ch in index) for i in range(40)))
+
+
+@pytest.fixture
+def forced_char_head(monkeypatch):
+  def head(self, x_BTD):
+    t = x_BTD.shape[1]
+    classes = jnp.asarray((CHAR_PATTERN * (t // 6 + 1))[:2 * t]).reshape(t, 2)
+    one_hot = classes[..., None] == jnp.arange(self.cfg.ctc_classes)
+    return jnp.broadcast_to(jnp.where(one_hot, 20.0, 0.0), x_BTD.shape[:2] + one_hot.shape[1:])
+  monkeypatch.setattr(OutputHeads, "ctc_logits", head)
+  joint_decoding._search_fn.cache_clear()     # pylint: disable=protected-access
+  yield
+  joint_decoding._search_fn.cache_clear()     # pylint: disable=protected-access
+
+
+def test_a_character_head_at_lambda_1_writes_the_pieces_that_spell_its_answer(forced_char_head):
+  """Rows of 2, 4 and 6 frames hear "bee", "bee a" and "bee acc": the only pieces spelling them
+  exactly (not "be" + "e", which CTC hears as one e) win, whatever the untrained decoder says."""
+  got = joint_decoding.joint_decode_ids(_char_model(), _frames([2, 4, 6]), ctc_weight=1.0,
+                                        beam_size=4, pre_beam=40, max_new_tokens=6,
+                                        batch_size=3, bucket=16, spelling=_char_spelling())
+  assert [g.tolist() for g in got] == [[5], [5, 3], [5, 3, 8]]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_character_head_at_lambda_0_beam_1_is_the_greedy_decoder(seed):
+  model = _char_model(seed)
+  frames = _frames([5, 9, 3], seed)
+  want = _greedy_ids(model, frames, max_new=6)
+  got = joint_decoding.joint_decode_ids(model, frames, ctc_weight=0.0, beam_size=1,
+                                        max_new_tokens=6, batch_size=2, bucket=16,
+                                        spelling=_char_spelling())
+  assert [g.tolist() for g in got] == want
+
+
+def test_a_character_head_needs_its_alphabets_spelling():
+  with pytest.raises(joint_decoding.JointDecodingError, match="spells characters"):
+    joint_decoding.joint_decode_ids(_char_model(), _frames([3]))
+  other = ctc_spelling.CtcSpelling(" abcd", ((),) * 40)
+  with pytest.raises(joint_decoding.JointDecodingError, match="spells characters"):
+    joint_decoding.joint_decode_ids(_char_model(), _frames([3]), spelling=other)
+  with pytest.raises(joint_decoding.JointDecodingError, match="pre_beam"):
+    joint_decoding.joint_decode_ids(_char_model(), _frames([3]), spelling=_char_spelling(),
+                                    pre_beam=0)
 
 
 def test_evaluate_asr_with_the_joint_decoder(forced_head):

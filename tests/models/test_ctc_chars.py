@@ -133,11 +133,3 @@ def test_ctc_transcribe_reads_characters_from_every_output(monkeypatch):
   finally:
     ctc_decoding._forward.cache_clear()   # pylint: disable=protected-access
   assert out == ["ab cee", "ab"]
-
-
-def test_joint_decoding_refuses_a_character_head():
-  model = _model()
-  assert not joint_decoding.scores_text_ids(model.cfg)
-  assert joint_decoding.scores_text_ids(make(tiny(asr_ctc=True)).cfg)
-  with pytest.raises(joint_decoding.JointDecodingError, match="spells characters"):
-    joint_decoding.joint_decode_ids(model, [np.ones((3, 1), np.int32)])
