@@ -50,7 +50,7 @@ demo: apt $(DEMO_STAMP)
 demo-long: apt $(DEMO_STAMP)
 	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
 	  --corpus_dir=data/demo_corpus_long2 --sentences=8645 --voices_per_sentence=2 \
-	  --test_utterances=400
+	  --test_utterances=400 --joint_ctc_weight=0.3 --beam_size=8
 
 # The whole CPU suite (660 tests, 15-27 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)

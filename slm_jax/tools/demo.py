@@ -221,9 +221,11 @@ def export(workdir: str, corpus_dir: str, step: int, timings: dict) -> str:
 
 
 def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniature: bool,
-             timings: dict, test_utterances: int | None = None) -> dict:
+             timings: dict, test_utterances: int | None = None,
+             joint: tuple[float, int] | None = None) -> dict:
   """slm-eval of the exported checkpoint; test_utterances: transcribe only the first N utterances
-  of the flite test split (None: all of them)."""
+  of the flite test split (None: all of them); joint: (CTC weight, beam size) of joint
+  CTC/attention decoding (None: none, the demo's budget)."""
   out = os.path.join(workdir, "eval", f"results_{step}.json")
   with Stage("evaluate", timings):
     if os.path.exists(out):
@@ -258,6 +260,11 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
     if n_asr:
       args += ["--max_examples", str(n_asr)]
+    if joint:
+      args += ["--ctc_weight", f"{joint[0]:g}", "--beam_size", str(joint[1]),
+               "--pre_beam", str(2 * joint[1])]
+    else:
+      args += ["--no_joint"]
     args += ["--tts_mode", tts_mode()]
     _run("evaluating", "slm_jax.tools.evaluate", args)
     results = json.load(open(os.path.join(part, "results.json")))
@@ -521,6 +528,11 @@ def main(argv=None) -> int:
                  help="flite readings of each sentence in a new corpus (make demo-long: 2)")
   p.add_argument("--test_utterances", type=int, default=None,
                  help="transcribe only the first N utterances of the test split (default: all)")
+  p.add_argument("--joint_ctc_weight", type=float, default=None, metavar="LAMBDA",
+                 help="also transcribe by joint CTC/attention decoding with this CTC weight "
+                      "(make demo-long: 0.4; default: not, to keep the demo in its budget)")
+  p.add_argument("--beam_size", type=int, default=8,
+                 help="joint decoding's beam (each hypothesis's 2 x beam best pieces are scored)")
   p.add_argument("--miniature", action="store_true",
                  help="the whole pipeline at toy size (a check, not a model)")
   p.add_argument("--synthetic", action="store_true",
@@ -529,10 +541,12 @@ def main(argv=None) -> int:
                  help=f"gin files (default {DEMO_GIN}, or {SYNTHETIC_GIN} with --synthetic)")
   p.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
   args = p.parse_args(argv)
-  for flag in ("sentences", "voices_per_sentence", "test_utterances"):
+  for flag in ("sentences", "voices_per_sentence", "test_utterances", "beam_size"):
     value = getattr(args, flag)
     if value is not None and value < 1:
       p.error(f"--{flag} must be >= 1, got {value}")
+  if args.joint_ctc_weight is not None and not 0.0 <= args.joint_ctc_weight <= 1.0:
+    p.error(f"--joint_ctc_weight must be in [0, 1], got {args.joint_ctc_weight}")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   t_start, timings = time.time(), {}
   workdir, corpus_dir = os.path.abspath(args.workdir), os.path.abspath(args.corpus_dir)
@@ -550,8 +564,9 @@ def main(argv=None) -> int:
   if step is None:
     raise SystemExit(f"demo: no checkpoint in {workdir}/checkpoints after training")
   export_dir = export(workdir, corpus_dir, step, timings)
+  joint = None if args.joint_ctc_weight is None else (args.joint_ctc_weight, args.beam_size)
   results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings,
-                     args.test_utterances)
+                     args.test_utterances, joint)
   examples = generate_examples(export_dir, workdir, results, step, timings)
   text = report(workdir, corpus_dir, step, result, results, examples, timings,
                 time.time() - t_start)

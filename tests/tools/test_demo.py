@@ -56,7 +56,8 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
     pytest.skip("needs Debian's flite (make apt) to synthesize the corpus")
   pytest.importorskip("pocketsphinx", reason="the TTS loopback needs the asr extra (pocketsphinx)")
   run, corpus = tmp_path / "run", tmp_path / "corpus"
-  args = ["--miniature", "--workdir", str(run), "--corpus_dir", str(corpus)]
+  args = ["--miniature", "--workdir", str(run), "--corpus_dir", str(corpus),
+          "--joint_ctc_weight", "0.5", "--beam_size", "2"]
   gin.clear_config()
   try:
     assert demo.main(args) == 0
@@ -69,9 +70,12 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
   step = report["step"]
   assert step == 6 and sorted(os.listdir(run / "checkpoints"))[-1] == "6"
   results = report["results"]
-  for name in ("flite_test", "real"):
+  for name in ("flite_test", "real", "flite_test/ctc", "flite_test/joint"):
     asr = results["asr"][name]
     assert 0.0 <= asr["cer"] and asr["baseline"]["empty_cer"] == 1.0
+  # The character CTC head and the decoder decode together (the tokenizer spells the pieces).
+  assert results["asr"]["flite_test/joint"]["beam_size"] == 2
+  assert results["asr"]["flite_test/joint"]["pre_beam"] == 4
   assert "wer" in results["tts"] and "wer" in results["tts"]["resynthesis"]
   assert results["pairwise"]
   kinds = [ex["what"] for ex in report["examples"]]
@@ -138,11 +142,14 @@ def test_a_cache_built_for_other_rates_is_not_reused(tmp_path):
 
 
 def test_size_flags_below_one_fail_before_any_stage_runs(tmp_path, capsys):
-  for flag in ("--sentences", "--voices_per_sentence", "--test_utterances"):
+  for flag in ("--sentences", "--voices_per_sentence", "--test_utterances", "--beam_size"):
     with pytest.raises(SystemExit) as exit_info:
       demo.main(["--workdir", str(tmp_path / "run"), flag, "0"])
     assert exit_info.value.code == 2
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    demo.main(["--workdir", str(tmp_path / "run"), "--joint_ctc_weight", "1.5"])
+  assert exit_info.value.code == 2 and "--joint_ctc_weight" in capsys.readouterr().err
   assert not (tmp_path / "run").exists()
 
 
