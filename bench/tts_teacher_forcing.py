@@ -1,0 +1,105 @@
+"""Where TTS fails: the model's next-frame predictions with the true speech as history, heard by
+the offline recognizer, beside the true frames delayed by one position. One run, one table.
+
+  python bench/tts_teacher_forcing.py --checkpoint runs/demo_long/export \
+      --manifest runs/demo_long/eval/part_4000/tts_sentences.jsonl
+
+For each sentence of the manifest (audio path + transcript) the TTS training sequence
+`[TTS] [TEXT] text [SPEECH] frames` is run through the model once. At every speech position the
+model predicts the next frame from the true frames before it: channel 0 by the main head (argmax
+over its codebook), channels 1..K-1 by the channel head (argmax each, independently: what greedy
+generation does). Rows:
+
+  model, teacher-forced   those predictions, resynthesized and recognized (pocketsphinx)
+  true frames, delayed    each frame replaced by the previous true frame: the same audio one
+                          position late; a trivial predictor (no learning) that keeps the
+                          structure of real speech
+  free-running            (not run here) slm-eval's TTS loopback: the model's own frames as history
+
+A model whose teacher-forced speech is unintelligible cannot speak by continuing its own output;
+its per-channel accuracy against the delayed copy's says whether its errors are few or of the
+wrong kind (smoothed spectra from independent per-channel argmax).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+
+def _predict_next_frames(session, text: str, frames_TK: np.ndarray) -> np.ndarray:
+  """int32[T, K]: the model's argmax prediction of each frame from the true ones before it."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.templates.sequence import SequenceBuilder  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import MODALITY_SPEECH  # pylint: disable=import-outside-toplevel
+  v, model = session.vocab, session.model
+  seq = (SequenceBuilder(v).special("[TTS]").special("[TEXT]")
+         .text(session.encode_text(text), trained=False).special("[SPEECH]")
+         .speech(frames_TK, trained=True).finish(train_eos=True))
+  tokens_L = seq["tokens"].astype(np.int32)
+  codes = seq["speech_codes"][None].astype(np.int32) if "speech_codes" in seq else None
+  length = tokens_L.size
+  hidden_1LD = model(tokens_L[None], np.ones((1, length), np.int32),
+                     np.arange(length, dtype=np.int32)[None], codes)
+  speech_T = np.flatnonzero(np.asarray(v.modality(tokens_L)) == MODALITY_SPEECH)
+  h_TD = hidden_1LD[0, speech_T - 1]               # the state that predicts each frame
+  logits = model.heads.logits(h_TD)
+  first = np.asarray(jnp.argmax(logits[:, v.speech_start:v.speech_start
+                                       + v.speech_codebook_sizes[0]], axis=-1))
+  out = [first[:, None]]
+  channel = model.heads.channel_logits(h_TD)
+  if channel is not None:
+    out.append(np.asarray(jnp.argmax(channel, axis=-1)))
+  return np.concatenate(out, axis=1).astype(np.int32)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="an inference checkpoint (slm-export)")
+  p.add_argument("--manifest", required=True, help="JSONL rows with audio_path and text")
+  p.add_argument("--num", type=int, default=12, help="sentences (the first N rows)")
+  p.add_argument("--workers", type=int, default=2, help="pocketsphinx processes")
+  args = p.parse_args(argv)
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  from slm_jax.evaluation import recognizer  # pylint: disable=import-outside-toplevel
+  from slm_jax.evaluation.error_rates import error_rates  # pylint: disable=import-outside-toplevel
+  from slm_jax.inference.session import Session  # pylint: disable=import-outside-toplevel
+  session = Session.load(args.checkpoint)
+  rate = session.speech_tokenizer.sample_rate
+  with open(args.manifest) as f:
+    rows = [json.loads(line) for line in f if line.strip()][:args.num]
+  refs, audio, stats = [], {"model": [], "delayed": []}, {"model": [], "delayed": []}
+  for row in rows:
+    true_TK = session.encode_audio(row["audio_path"])
+    guesses = {"model": _predict_next_frames(session, row["text"], true_TK),
+               "delayed": np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)}
+    refs.append(row["text"])
+    for name, frames in guesses.items():
+      audio[name].append((session.decode_speech(frames), rate))
+      stats[name].append(((frames == true_TK).mean(), (frames[:, 0] == true_TK[:, 0]).mean(),
+                          np.abs(frames - true_TK).mean()))
+  print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} cpus; "
+        f"{' '.join(sys.argv)}")
+  print(f"{len(rows)} sentences of {args.manifest}, checkpoint {args.checkpoint}\n")
+  print("| frames | loopback WER | CER | channel accuracy | channel 0 accuracy | mean |level error| |")
+  print("|---|---|---|---|---|---|")
+  labels = {"model": "model, teacher-forced", "delayed": "true frames, delayed one position"}
+  for name in ("model", "delayed"):
+    hyps = recognizer.transcribe_many(audio[name], workers=args.workers)
+    rates = error_rates(refs, hyps)
+    acc, acc0, err = np.mean(stats[name], axis=0)
+    print(f"| {labels[name]} | {100 * rates.wer:.1f}% | {100 * rates.cer:.1f}% | {100 * acc:.1f}% "
+          f"| {100 * acc0:.1f}% | {err:.2f} |")
+    for ref, hyp in list(zip(refs, hyps))[:3]:
+      print(f"|   {ref!r} -> {hyp!r} | | | | | |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
