@@ -8,7 +8,8 @@ For each sentence of the manifest (audio path + transcript) the TTS training seq
 `[TTS] [TEXT] text [SPEECH] frames` is run through the model once. At every speech position the
 model predicts the next frame from the true frames before it: channel 0 by the main head (argmax
 over its codebook), channels 1..K-1 by the channel head (argmax each, independently: what greedy
-generation does). Rows:
+generation does; `--channel_decode sample` / `mean` read each channel's distribution by a sample
+or its rounded expected level instead). Rows:
 
   model, teacher-forced   those predictions, resynthesized and recognized (pocketsphinx)
   true frames, delayed    each frame replaced by the previous true frame: the same audio one
@@ -32,8 +33,23 @@ import sys
 import numpy as np
 
 
-def _predict_next_frames(session, text: str, frames_TK: np.ndarray) -> np.ndarray:
-  """int32[T, K]: the model's argmax prediction of each frame from the true ones before it."""
+def _pick(logits_TC, how: str, rng: np.random.Generator) -> np.ndarray:
+  """Levels from per-channel logits [..., C]: argmax, a sample, or the rounded expected level."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if how == "argmax":
+    return np.asarray(logits_TC.argmax(-1))
+  probs = np.asarray(jax.nn.softmax(logits_TC.astype("float32"), axis=-1), np.float64)
+  if how == "mean":
+    return np.rint(probs @ np.arange(probs.shape[-1])).astype(np.int32)
+  cdf = np.cumsum(probs, axis=-1)
+  u = rng.random(cdf.shape[:-1] + (1,))
+  return np.minimum((cdf < u * cdf[..., -1:]).sum(-1), probs.shape[-1] - 1)
+
+
+def _predict_next_frames(session, text: str, frames_TK: np.ndarray, how: str = "argmax",
+                         rng: np.random.Generator | None = None) -> np.ndarray:
+  """int32[T, K]: the model's prediction of each frame from the true ones before it (each
+  channel's level by `how`: argmax, sample or mean)."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from slm_jax.data.templates.sequence import SequenceBuilder  # pylint: disable=import-outside-toplevel
   from slm_jax.unified_vocab import MODALITY_SPEECH  # pylint: disable=import-outside-toplevel
@@ -49,12 +65,15 @@ def _predict_next_frames(session, text: str, frames_TK: np.ndarray) -> np.ndarra
   speech_T = np.flatnonzero(np.asarray(v.modality(tokens_L)) == MODALITY_SPEECH)
   h_TD = hidden_1LD[0, speech_T - 1]               # the state that predicts each frame
   logits = model.heads.logits(h_TD)
-  first = np.asarray(jnp.argmax(logits[:, v.speech_start:v.speech_start
-                                       + v.speech_codebook_sizes[0]], axis=-1))
+  rng = rng or np.random.default_rng(0)
+  first = _pick(logits[:, v.speech_start:v.speech_start + v.speech_codebook_sizes[0]], how, rng)
   out = [first[:, None]]
   channel = model.heads.channel_logits(h_TD)
   if channel is not None:
-    out.append(np.asarray(jnp.argmax(channel, axis=-1)))
+    sizes = np.asarray(v.extra_codebook_sizes)
+    size = int(sizes.max())
+    masked = jnp.where(jnp.arange(size) < jnp.asarray(sizes)[:, None], channel, -1e9)
+    out.append(_pick(masked, how, rng))
   return np.concatenate(out, axis=1).astype(np.int32)
 
 
@@ -65,6 +84,9 @@ def main(argv=None) -> int:
   p.add_argument("--manifest", required=True, help="JSONL rows with audio_path and text")
   p.add_argument("--num", type=int, default=12, help="sentences (the first N rows)")
   p.add_argument("--workers", type=int, default=2, help="pocketsphinx processes")
+  p.add_argument("--channel_decode", action="append", choices=("argmax", "sample", "mean"),
+                 default=None, help="how the model's levels are read from its logits "
+                 "(repeat for several rows; default argmax, what greedy generation does)")
   args = p.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from slm_jax.evaluation import recognizer  # pylint: disable=import-outside-toplevel
@@ -74,11 +96,15 @@ def main(argv=None) -> int:
   rate = session.speech_tokenizer.sample_rate
   with open(args.manifest) as f:
     rows = [json.loads(line) for line in f if line.strip()][:args.num]
-  refs, audio, stats = [], {"model": [], "delayed": []}, {"model": [], "delayed": []}
+  modes = args.channel_decode or ["argmax"]
+  names = [f"model/{m}" for m in modes] + ["delayed"]
+  refs, audio, stats = [], {n: [] for n in names}, {n: [] for n in names}
+  rng = np.random.default_rng(0)
   for row in rows:
     true_TK = session.encode_audio(row["audio_path"])
-    guesses = {"model": _predict_next_frames(session, row["text"], true_TK),
-               "delayed": np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)}
+    guesses = {f"model/{m}": _predict_next_frames(session, row["text"], true_TK, m, rng)
+               for m in modes}
+    guesses["delayed"] = np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)
     refs.append(row["text"])
     for name, frames in guesses.items():
       audio[name].append((session.decode_speech(frames), rate))
@@ -89,8 +115,9 @@ def main(argv=None) -> int:
   print(f"{len(rows)} sentences of {args.manifest}, checkpoint {args.checkpoint}\n")
   print("| frames | loopback WER | CER | channel accuracy | channel 0 accuracy | mean |level error| |")
   print("|---|---|---|---|---|---|")
-  labels = {"model": "model, teacher-forced", "delayed": "true frames, delayed one position"}
-  for name in ("model", "delayed"):
+  labels = {f"model/{m}": f"model, teacher-forced ({m} of each channel)" for m in modes}
+  labels["delayed"] = "true frames, delayed one position"
+  for name in names:
     hyps = recognizer.transcribe_many(audio[name], workers=args.workers)
     rates = error_rates(refs, hyps)
     acc, acc0, err = np.mean(stats[name], axis=0)
