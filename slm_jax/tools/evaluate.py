@@ -202,7 +202,6 @@ def load_inputs(args) -> dict:
 def evaluate(session, args, inputs: dict, out=None) -> dict:
   """Runs every requested part on `session`; returns the results dict (report.py's layout)."""
   from slm_jax.evaluation import asr_eval, loss_eval, report, tts_eval  # pylint: disable=import-outside-toplevel
-  from slm_jax.inference import joint_decoding  # pylint: disable=import-outside-toplevel
   out = out or sys.stdout
   progress = not args.no_progress
   info = session.info or {}
