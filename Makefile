@@ -5,11 +5,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
-APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1
+APT_PACKAGES := flite espeak-ng fortunes pocketsphinx-testdata libsndfile1 libtcmalloc-minimal4
 WORKDIR ?= runs/demo
 TEST_ARGS ?=
 # pytest-xdist workers; each test file runs whole on one worker (module fixtures shared).
 TEST_WORKERS ?= 2
+# XLA:CPU allocates and frees its large step buffers every step; glibc's malloc returns them to
+# the kernel (mmap/munmap), so each step pays for millions of page faults. tcmalloc keeps them:
+# the demo's train step measured 14-20% faster (BENCHMARKS.md, "Train step"). Preloaded into
+# every command below when Debian's libtcmalloc-minimal4 is installed (`make apt` installs it);
+# `TCMALLOC=` turns it off. Its report of allocations over 1 GiB is silenced.
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
+RUN = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776,)
 
 .PHONY: demo demo-long test test-fast bench setup apt clean
 
@@ -43,27 +50,27 @@ $(DEMO_STAMP): setup.py | apt
 
 # The main job: corpus, tokenizers, caches, training, evaluation, export, generation, report.
 demo: apt $(DEMO_STAMP)
-	$(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
+	$(RUN) $(PY) -m slm_jax.tools.demo --workdir=$(WORKDIR)
 
 # The same recipe trained about 4x longer on every fortunes sentence read in two voices (about 2
 # hours on 2 cores, corpus included); ASR scored on the first 400 test utterances.
 demo-long: apt $(DEMO_STAMP)
-	$(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
+	$(RUN) $(PY) -m slm_jax.tools.demo --workdir=runs/demo_long --gin_file=runs/demo_long.gin \
 	  --corpus_dir=data/demo_corpus_long2 --sentences=8645 --voices_per_sentence=2 \
 	  --test_utterances=400 --joint_ctc_weight=0.3 --beam_size=8
 
 # The whole CPU suite (666 tests, 15-27 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
+	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
 # Without the tests marked slow.
 test-fast: apt $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not gpu and not tpu" $(TEST_ARGS)
+	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not gpu and not tpu" $(TEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/train_step.py
-	$(PY) bench/data_pipeline.py
-	$(PY) bench/speech_resynthesis.py
+	$(RUN) $(PY) bench/train_step.py
+	$(RUN) $(PY) bench/data_pipeline.py
+	$(RUN) $(PY) bench/speech_resynthesis.py
 
 clean:
 	rm -rf $(VENV)

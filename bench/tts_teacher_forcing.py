@@ -12,14 +12,18 @@ generation does; `--channel_decode sample` / `mean` read each channel's distribu
 or its rounded expected level instead). Rows:
 
   model, teacher-forced   those predictions, resynthesized and recognized (pocketsphinx)
+  ... another sentence's text   the same, with the next manifest row's text as the prompt: a
+                          model that reads its prompt predicts the true frames worse with it
   true frames, delayed    each frame replaced by the previous true frame: the same audio one
                           position late; a trivial predictor (no learning) that keeps the
                           structure of real speech
   free-running            (not run here) slm-eval's TTS loopback: the model's own frames as history
 
-A model whose teacher-forced speech is unintelligible cannot speak by continuing its own output;
-its per-channel accuracy against the delayed copy's says whether its errors are few or of the
-wrong kind (smoothed spectra from independent per-channel argmax).
+A model whose teacher-forced speech is unintelligible cannot speak by continuing its own output.
+The columns say why: per-channel accuracy and level error against the truth (few errors or many),
+the text control's (does the prediction depend on what it is asked to say), and, for dMel, the
+mean level change between consecutive 20 ms frames and the spread of levels across mel bins
+within a frame, beside the true frames' (smoothed spectra would show lower values than the truth's).
 """
 from __future__ import annotations
 
@@ -97,35 +101,54 @@ def main(argv=None) -> int:
   with open(args.manifest) as f:
     rows = [json.loads(line) for line in f if line.strip()][:args.num]
   modes = args.channel_decode or ["argmax"]
-  names = [f"model/{m}" for m in modes] + ["delayed"]
+  names = [f"model/{m}" for m in modes] + ["other_text", "delayed"]
   refs, audio, stats = [], {n: [] for n in names}, {n: [] for n in names}
+  truth_texture = []
+  n_mels = getattr(getattr(session.speech_tokenizer, "mel", None), "n_mels", None)
   rng = np.random.default_rng(0)
   for row in rows:
     true_TK = session.encode_audio(row["audio_path"])
     guesses = {f"model/{m}": _predict_next_frames(session, row["text"], true_TK, m, rng)
                for m in modes}
+    other_text = rows[(len(refs) + 1) % len(rows)]["text"]
+    guesses["other_text"] = _predict_next_frames(session, other_text, true_TK, modes[0], rng)
     guesses["delayed"] = np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)
     refs.append(row["text"])
     for name, frames in guesses.items():
       audio[name].append((session.decode_speech(frames), rate))
       stats[name].append(((frames == true_TK).mean(), (frames[:, 0] == true_TK[:, 0]).mean(),
-                          np.abs(frames - true_TK).mean()))
+                          np.abs(frames - true_TK).mean()) + _texture(frames, n_mels))
+    truth_texture.append(_texture(true_TK, n_mels))
   print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} cpus; "
         f"{' '.join(sys.argv)}")
   print(f"{len(rows)} sentences of {args.manifest}, checkpoint {args.checkpoint}\n")
-  print("| frames | loopback WER | CER | channel accuracy | channel 0 accuracy | mean |level error| |")
-  print("|---|---|---|---|---|---|")
+  print("| frames | loopback WER | CER | channel accuracy | channel 0 accuracy | mean |level error| "
+        "| frame-to-frame change | spread across bins |")
+  print("|---|---|---|---|---|---|---|---|")
   labels = {f"model/{m}": f"model, teacher-forced ({m} of each channel)" for m in modes}
+  labels["other_text"] = f"model, teacher-forced ({modes[0]}), another sentence's text"
   labels["delayed"] = "true frames, delayed one position"
   for name in names:
     hyps = recognizer.transcribe_many(audio[name], workers=args.workers)
     rates = error_rates(refs, hyps)
-    acc, acc0, err = np.mean(stats[name], axis=0)
+    acc, acc0, err, change, spread = np.mean(stats[name], axis=0)
     print(f"| {labels[name]} | {100 * rates.wer:.1f}% | {100 * rates.cer:.1f}% | {100 * acc:.1f}% "
-          f"| {100 * acc0:.1f}% | {err:.2f} |")
+          f"| {100 * acc0:.1f}% | {err:.3f} | {change:.3f} | {spread:.3f} |")
     for ref, hyp in list(zip(refs, hyps))[:3]:
-      print(f"|   {ref!r} -> {hyp!r} | | | | | |")
+      print(f"|   {ref!r} -> {hyp!r} | | | | | | | |")
+  change, spread = np.mean(truth_texture, axis=0)
+  print(f"| (the true frames) | | | | | | {change:.3f} | {spread:.3f} |")
   return 0
+
+
+def _texture(frames_TK: np.ndarray, n_mels: int | None) -> tuple[float, float]:
+  """dMel frames [T, stack x n_mels] -> (mean |level change| between consecutive mel frames,
+  mean standard deviation of levels across the mel bins of a frame); NaN for other tokenizers."""
+  if not n_mels or frames_TK.shape[1] % n_mels:
+    return float("nan"), float("nan")
+  mel_FM = frames_TK.reshape(-1, n_mels).astype(np.float64)   # unstacked: one row per mel frame
+  change = np.abs(np.diff(mel_FM, axis=0)).mean() if len(mel_FM) > 1 else float("nan")
+  return float(change), float(mel_FM.std(axis=1).mean())
 
 
 if __name__ == "__main__":
