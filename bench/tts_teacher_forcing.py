@@ -5,7 +5,8 @@ the offline recognizer, beside the true frames delayed by one position. One run,
       --manifest runs/demo_long/eval/part_4000/tts_sentences.jsonl
 
 For each sentence of the manifest (audio path + transcript) the TTS training sequence
-`[TTS] [TEXT] text [SPEECH] frames` is run through the model once. At every speech position the
+`[TTS] [TEXT] text [SPEECH] frames` (or, `--layout words`, each word's text before its frames)
+is run through the model once. At every speech position the
 model predicts the next frame from the true frames before it: channel 0 by the main head (argmax
 over its codebook), channels 1..K-1 by the channel head (argmax each, independently: what greedy
 generation does; `--channel_decode sample` / `mean` read each channel's distribution by a sample
@@ -50,17 +51,37 @@ def _pick(logits_TC, how: str, rng: np.random.Generator) -> np.ndarray:
   return np.minimum((cdf < u * cdf[..., -1:]).sum(-1), probs.shape[-1] - 1)
 
 
-def _predict_next_frames(session, text: str, frames_TK: np.ndarray, how: str = "argmax",
-                         rng: np.random.Generator | None = None) -> np.ndarray:
-  """int32[T, K]: the model's prediction of each frame from the true ones before it (each
-  channel's level by `how`: argmax, sample or mean)."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+def _tts_sequence(session, text: str, frames_TK: np.ndarray, spans_W2: np.ndarray | None):
+  """The training layout of a TTS example: whole (`[TTS] [TEXT] text [SPEECH] frames`) when
+  `spans_W2` is None, else word-interleaved like the WordTTS template (each word's text just
+  before its frames; word w of `text` speaks the frames of span w, the spans' words cycled when
+  `text` has more words than the speech)."""
   from slm_jax.data.templates.sequence import SequenceBuilder  # pylint: disable=import-outside-toplevel
+  v = session.vocab
+  if spans_W2 is None:
+    return (SequenceBuilder(v).special("[TTS]").special("[TEXT]")
+            .text(session.encode_text(text), trained=False).special("[SPEECH]")
+            .speech(frames_TK, trained=True).finish(train_eos=True))
+  from slm_jax.data.templates.utterance import Utterance  # pylint: disable=import-outside-toplevel
+  from slm_jax.data.templates.word_tts import WordTTS  # pylint: disable=import-outside-toplevel
+  from slm_jax.inference.word_tts import word_ids  # pylint: disable=import-outside-toplevel
+  words = word_ids(session, text)
+  words = [words[w % len(words)] for w in range(len(spans_W2))]   # one text word per speech word
+  utt = Utterance(np.concatenate(words).astype(np.int32),
+                  np.asarray([len(w) for w in words], np.int32), frames_TK, spans_W2)
+  return WordTTS().build(utt, None, v).finish(train_eos=True)
+
+
+def _predict_next_frames(session, text: str, frames_TK: np.ndarray, how: str = "argmax",
+                         rng: np.random.Generator | None = None,
+                         spans_W2: np.ndarray | None = None) -> np.ndarray:
+  """int32[T, K]: the model's prediction of each frame from the true ones before it (each
+  channel's level by `how`: argmax, sample or mean), in the whole or word-interleaved layout
+  (`_tts_sequence`)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from slm_jax.unified_vocab import MODALITY_SPEECH  # pylint: disable=import-outside-toplevel
   v, model = session.vocab, session.model
-  seq = (SequenceBuilder(v).special("[TTS]").special("[TEXT]")
-         .text(session.encode_text(text), trained=False).special("[SPEECH]")
-         .speech(frames_TK, trained=True).finish(train_eos=True))
+  seq = _tts_sequence(session, text, frames_TK, spans_W2)
   tokens_L = seq["tokens"].astype(np.int32)
   codes = seq["speech_codes"][None].astype(np.int32) if "speech_codes" in seq else None
   length = tokens_L.size
@@ -88,6 +109,10 @@ def main(argv=None) -> int:
   p.add_argument("--manifest", required=True, help="JSONL rows with audio_path and text")
   p.add_argument("--num", type=int, default=12, help="sentences (the first N rows)")
   p.add_argument("--workers", type=int, default=2, help="pocketsphinx processes")
+  p.add_argument("--layout", choices=("whole", "words"), default="whole",
+                 help="the TTS layout the model was trained on: whole sentences, or each word's "
+                 "text before its speech (configs/tasks/demo_main_words.gin; needs the manifest's "
+                 "word_starts / word_ends)")
   p.add_argument("--channel_decode", action="append", choices=("argmax", "sample", "mean"),
                  default=None, help="how the model's levels are read from its logits "
                  "(repeat for several rows; default argmax, what greedy generation does)")
@@ -108,10 +133,15 @@ def main(argv=None) -> int:
   rng = np.random.default_rng(0)
   for row in rows:
     true_TK = session.encode_audio(row["audio_path"])
-    guesses = {f"model/{m}": _predict_next_frames(session, row["text"], true_TK, m, rng)
+    spans = None
+    if args.layout == "words":
+      from slm_jax.data.tokenize import word_frame_spans  # pylint: disable=import-outside-toplevel
+      spans = word_frame_spans(row["word_starts"], row["word_ends"],
+                               session.speech_tokenizer.frame_rate, len(true_TK))
+    guesses = {f"model/{m}": _predict_next_frames(session, row["text"], true_TK, m, rng, spans)
                for m in modes}
     other_text = rows[(len(refs) + 1) % len(rows)]["text"]
-    guesses["other_text"] = _predict_next_frames(session, other_text, true_TK, modes[0], rng)
+    guesses["other_text"] = _predict_next_frames(session, other_text, true_TK, modes[0], rng, spans)
     guesses["delayed"] = np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)
     refs.append(row["text"])
     for name, frames in guesses.items():

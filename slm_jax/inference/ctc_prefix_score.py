@@ -98,9 +98,12 @@ def extend_pieces(state: PrefixState, logp_NTC: jax.Array, valid_NT: jax.Array,
   r_b_QT = state.r_blank_NT[parent_Q]
   previous_QK = jnp.concatenate([state.last_N[parent_Q][:, None], labels_QK[:, :-1]], axis=1)
   repeat_QK = labels_QK == previous_QK            # c_j == c_{j-1}: no direct move from nonblank
-  logp_QTC, valid_QT = logp_NTC[parent_Q], valid_NT[parent_Q]
-  x_label_QTK = jnp.take_along_axis(logp_QTC, jnp.broadcast_to(
-      labels_QK[:, None, :], (q, logp_QTC.shape[1], k)), axis=2)
+  # Only the piece's K label columns and the blank of each parent's [T, C] log-probabilities:
+  # gathering whole rows (logp_NTC[parent_Q]) moves C / (K + 1) times the bytes.
+  t_1T1 = jnp.arange(logp_NTC.shape[1])[None, :, None]
+  x_label_QTK = logp_NTC[parent_Q[:, None, None], t_1T1, labels_QK[:, None, :]]
+  x_blank_QT = logp_NTC[parent_Q, :, 0]
+  valid_QT = valid_NT[parent_Q]
   last_Q1 = jnp.maximum(count_Q - 1, 0)[:, None]
 
   def frame(carry, xs):
@@ -123,7 +126,7 @@ def extend_pieces(state: PrefixState, logp_NTC: jax.Array, valid_NT: jax.Array,
   init = (jnp.full((q, k), NEG, jnp.float32), jnp.full((q, k), NEG, jnp.float32),
           jnp.full((q,), NEG, jnp.float32))
   xs = (r_nb_QT[:, :-1].T, r_b_QT[:, :-1].T, jnp.moveaxis(x_label_QTK, 1, 0),
-        logp_QTC[..., 0].T, valid_QT.T)
+        x_blank_QT.T, valid_QT.T)
   (_, _, psi_Q), (nonblank_TQ, blank_TQ) = jax.lax.scan(frame, init, xs)
   head = jnp.full((q, 1), NEG, jnp.float32)
   alive_Q1 = (count_Q > 0)[:, None]
