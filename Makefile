@@ -12,7 +12,7 @@ TEST_ARGS ?=
 TEST_WORKERS ?= 2
 # XLA:CPU allocates and frees its large step buffers every step; glibc's malloc returns them to
 # the kernel (mmap/munmap), so each step pays for millions of page faults. tcmalloc keeps them:
-# the demo's train step measured 14-20% faster (BENCHMARKS.md, "Train step"). Preloaded into
+# the demo's train step measured 13-20% faster (BENCHMARKS.md, "Train step"). Preloaded into
 # every command below when Debian's libtcmalloc-minimal4 is installed (`make apt` installs it);
 # `TCMALLOC=` turns it off. Its report of allocations over 1 GiB is silenced.
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
@@ -59,7 +59,7 @@ demo-long: apt $(DEMO_STAMP)
 	  --corpus_dir=data/demo_corpus_long2 --sentences=8645 --voices_per_sentence=2 \
 	  --test_utterances=400 --joint_ctc_weight=0.3 --beam_size=8
 
-# The whole CPU suite (666 tests, 15-27 min on 2 cores), slow and multi-process tests included.
+# The whole CPU suite (666 tests, 15-28 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
 	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
