@@ -222,10 +222,11 @@ def export(workdir: str, corpus_dir: str, step: int, timings: dict) -> str:
 
 def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniature: bool,
              timings: dict, test_utterances: int | None = None,
-             joint: tuple[float, int] | None = None) -> dict:
+             joint: tuple[float, int] | None = None, rates: dict | None = None) -> dict:
   """slm-eval of the exported checkpoint; test_utterances: transcribe only the first N utterances
   of the flite test split (None: all of them); joint: (CTC weight, beam size) of joint
-  CTC/attention decoding (None: none, the demo's budget)."""
+  CTC/attention decoding (None: none, the demo's budget); rates: the mixture's (None: the
+  recipe's), which say how the TTS is spoken (`tts_mode`)."""
   out = os.path.join(workdir, "eval", f"results_{step}.json")
   with Stage("evaluate", timings):
     if os.path.exists(out):
@@ -265,7 +266,7 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
                "--pre_beam", str(2 * joint[1])]
     else:
       args += ["--no_joint"]
-    args += ["--tts_mode", tts_mode()]
+    args += ["--tts_mode", tts_mode(DEFAULT_RATES if rates is None else rates)]
     _run("evaluating", "slm_jax.tools.evaluate", args)
     results = json.load(open(os.path.join(part, "results.json")))
     tts = results.get("tts") or {}
@@ -275,15 +276,12 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
   return results
 
 
-def tts_mode() -> str:
+def tts_mode(rates: dict) -> str:
   """How the evaluation speaks: "words" (word injection, slm-eval --tts_mode words) when the
-  parsed training config gives word-interleaved TTS a rate (demo_main_rates.tts_words > 0, e.g.
-  tasks/demo_main_words.gin), else "whole"."""
-  import gin  # pylint: disable=import-outside-toplevel
-  try:
-    return "words" if float(gin.query_parameter("demo_main_rates.tts_words")) > 0 else "whole"
-  except ValueError:      # not bound (or the tasks not imported): the default rate, 0
-    return "whole"
+  mixture's rates (`check_gin_params`) give word-interleaved TTS a rate (`demo_tts_words`, e.g.
+  tasks/demo_main_words.gin), else "whole". The rates, not a gin query: the task bindings live in
+  the task gin file, which training does not parse."""
+  return "words" if float(rates.get("demo_tts_words", 0.0)) > 0 else "whole"
 
 
 def _write_distinct_sentences(corpus_dir: str, split: str, out: str, limit: int) -> None:
@@ -566,7 +564,7 @@ def main(argv=None) -> int:
   export_dir = export(workdir, corpus_dir, step, timings)
   joint = None if args.joint_ctc_weight is None else (args.joint_ctc_weight, args.beam_size)
   results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings,
-                     args.test_utterances, joint)
+                     args.test_utterances, joint, rates)
   examples = generate_examples(export_dir, workdir, results, step, timings)
   text = report(workdir, corpus_dir, step, result, results, examples, timings,
                 time.time() - t_start)

@@ -1,10 +1,7 @@
 """The TTS loopback's generation modes: "words" speaks through word injection (inference/word_tts.py),
 the result says which mode spoke, and the demo picks "words" when its config trains word TTS."""
-import gin
-import numpy as np
 import pytest
 
-from slm_jax import configuration
 from slm_jax.data.speech.dmel import DMelTokenizer
 from slm_jax.data.text.byte_vocab import ByteVocab
 from slm_jax.evaluation import tts_eval
@@ -52,19 +49,10 @@ def test_words_mode_speaks_through_word_injection(session, tmp_path):
 
 def test_the_demo_evaluates_with_words_when_it_trains_word_tts():
   from slm_jax.tools import demo  # pylint: disable=import-outside-toplevel
-  assert demo.tts_mode() == "whole"                  # nothing parsed
-  required = ["DEMO_CACHE = '/c'", "DEMO_TEXT_TOKENIZER = '/t'", "DEMO_SPEECH_TOKENIZER = '/s'",
-              "DEMO_ASR_MANIFEST = '/m'"]
-  configuration.parse(["runs/demo.gin"], required, finalize=False)
-  assert demo.tts_mode() == "whole"
-  gin.clear_config()
-  configuration.parse(["runs/demo.gin"], required + ["include 'tasks/demo_main_words.gin'"],
-                      finalize=False)
-  assert demo.tts_mode() == "words"
-  assert gin.query_parameter("demo_main_rates.tts") == 0.0
-  gin.clear_config()
-  configuration.parse(["runs/demo.gin"], required + ["import slm_jax.tasks",
-                                                     "demo_main_rates.tts_words = 0.0"],
-                      finalize=False)
-  assert demo.tts_mode() == "whole"
-  assert np.isscalar(demo.tts_mode())
+  assert demo.tts_mode(demo.DEFAULT_RATES) == "whole"
+  _, words = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_words.gin'"])
+  assert demo.tts_mode(words) == "words" and "demo_tts" not in words
+  _, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts_words = 0.5"])
+  assert demo.tts_mode(rates) == "words" and rates["demo_tts"] == 1.0   # both layouts
+  _, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts_words = 0.0"])
+  assert demo.tts_mode(rates) == "whole"

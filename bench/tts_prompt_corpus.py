@@ -1,0 +1,79 @@
+"""Phone-prompt ablation of TTS: a copy of a flite demo corpus whose words are pronunciations.
+
+  python bench/tts_prompt_corpus.py --corpus data/demo_corpus --out data/demo_corpus_ph
+
+Word i of each transcript becomes its flite pronunciation (each word read alone, as the corpus
+builder reads it to time the words) in two-letter phone codes (a one-letter phone doubled): "one small" ->
+"wwahnn ssmmaoll". The word timings stay, so every template (whole-sentence and word-interleaved
+TTS included) works unchanged. Each row keeps its transcript in `orig_text`; the audio folder and
+the pairwise sets are linked, not copied. Train on it with the demo (`python -m
+slm_jax.tools.demo --corpus_dir=OUT ...`): every task then reads pronunciations (ASR becomes
+phone recognition, the text LM a phone LM); score the TTS with `bench/tts_loopback.py`, which
+compares the recognizer's words with `orig_text`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from slm_jax.data.corpus import flite  # noqa: E402
+
+SPLITS = ("train", "validation", "test", "test_real")
+
+
+def code(phone: str) -> str:
+  """A flite phone's two-letter code: "ah" -> "ah", "n" -> "nn"."""
+  return phone * 2 if len(phone) == 1 else phone
+
+
+def read_rows(corpus: str, split: str) -> list[dict]:
+  path = os.path.join(corpus, f"manifest_{split}.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def pronunciation_rows(rows: list[dict], batch: int = 200) -> list[dict]:
+  texts = sorted({r["text"] for r in rows})
+  words = {}
+  for i in range(0, len(texts), batch):
+    chunk = texts[i:i + batch]
+    for text, res in zip(chunk, flite.batch_pronunciations([t.split() for t in chunk])):
+      if not isinstance(res, Exception):
+        words[text] = ["".join(code(p) for p in w) for w in res]
+  return [dict(r, orig_text=r["text"], words=words[r["text"]], text=" ".join(words[r["text"]]))
+          for r in rows if r["text"] in words]
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--corpus", required=True)
+  p.add_argument("--out", required=True)
+  a = p.parse_args(argv)
+  os.makedirs(a.out, exist_ok=True)
+  for split in SPLITS:
+    rows = read_rows(a.corpus, split)
+    rows = pronunciation_rows(rows)
+    with open(os.path.join(a.out, f"manifest_{split}.jsonl"), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+    if split != "test_real":   # the tokenizer and the text LM read one line per sentence
+      texts = dict((r["orig_text"], r["text"]) for r in rows)
+      name = "texts.txt" if split == "train" else f"texts_{split}.txt"
+      with open(os.path.join(a.out, name), "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in texts.values())
+    print(f"{split}: {len(rows)} utterances", flush=True)
+  shutil.copy(os.path.join(a.corpus, "build_info.json"), a.out)
+  for folder in ("audio", "pairwise"):
+    if os.path.exists(os.path.join(a.corpus, folder)) and not os.path.exists(os.path.join(a.out, folder)):
+      os.symlink(os.path.abspath(os.path.join(a.corpus, folder)), os.path.join(a.out, folder))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
