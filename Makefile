@@ -59,7 +59,7 @@ demo-long: apt $(DEMO_STAMP)
 	  --corpus_dir=data/demo_corpus_long2 --sentences=8645 --voices_per_sentence=2 \
 	  --test_utterances=400 --joint_ctc_weight=0.3 --beam_size=8
 
-# The whole CPU suite (666 tests, 15-28 min on 2 cores), slow and multi-process tests included.
+# The whole CPU suite (669 tests, 15-29 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
 	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
