@@ -13,9 +13,10 @@ Tasks (`demo_<template>`):
 Mixtures:
   demo_spiritlm_thirds    speech-only / interleaved (word-aligned) / text-only in thirds (Spirit LM)
   demo_all                every task; rates from `demo_all_rates` (gin)
-  demo_main               the demo's recipe: ASR + TTS (whole transcripts paired with their
-                          speech) + a little text LM; rates from `demo_main_rates` (gin), where
-                          `tts_words` > 0 adds word-interleaved TTS (configs/tasks/demo_main_words.gin)
+  demo_main               the demo's recipe: ASR (whole transcripts paired with their speech)
+                          x 2 + word-interleaved TTS + a little text LM; rates from
+                          `demo_main_rates` (gin); `tts` > 0 adds whole-transcript TTS
+                          (configs/tasks/demo_main_whole.gin)
 A task whose rate is 0 is left out of demo_all / demo_main (not cached, not read).
 
 Where things live (gin; configs/tasks/demo.gin):
@@ -112,11 +113,11 @@ def demo_all_rates(text_lm: float = 1.0, speech_lm: float = 1.0, asr: float = 1.
 
 
 @gin.configurable
-def demo_main_rates(asr: float = 1.0, tts: float = 1.0, text_lm: float = 0.25,
-                    tts_words: float = 0.0) -> dict[str, float]:
-  """Mixing rates of demo_main (relative weights): the tasks that pair a whole transcript with
-  its speech, which is what ASR and TTS are learned from, plus some text LM. `tts_words`:
-  word-interleaved TTS (demo_tts_words); 0 (the default) leaves it out of the mixture."""
+def demo_main_rates(asr: float = 2.0, tts: float = 0.0, text_lm: float = 0.25,
+                    tts_words: float = 1.0) -> dict[str, float]:
+  """Mixing rates of demo_main (relative weights): ASR on whole transcripts paired with their
+  speech, word-interleaved TTS (`tts_words`, demo_tts_words), some text LM, and whole-transcript
+  TTS (`tts`; 0, the default, leaves it out of the mixture)."""
   return dict(asr=asr, tts=tts, text_lm=text_lm, tts_words=tts_words)
 
 

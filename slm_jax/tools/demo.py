@@ -50,7 +50,7 @@ VOICES = "flite:slt,flite:awb,flite:rms,flite:kal16"
 # A sentence the corpus does not contain, for the TTS example.
 NOVEL_SENTENCE = "the old river boat carried seven quiet travelers past the green hills"
 # The recipe's mixture (configs/tasks/demo_main.gin): its caches live in CORPUS/cache/demo_main.
-DEFAULT_RATES = {"demo_asr": 1.0, "demo_tts": 1.0, "demo_text_lm": 0.25}
+DEFAULT_RATES = {"demo_asr": 2.0, "demo_text_lm": 0.25, "demo_tts_words": 1.0}
 TTS_MAX_FRAMES = 125   # 10 s at 12.5 positions per second: the longest TTS example answer
 
 # The miniature pipeline (tests): a handful of sentences, a toy model, a few steps, tiny evals.
@@ -256,7 +256,8 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--no_progress", "--out", os.path.join(part, "results.json"),
             "--asr_manifest", f"flite_test={test_manifest}",
             "--asr_manifest", f"real={os.path.join(corpus_dir, 'manifest_test_real.jsonl')}",
-            "--loss_cache", os.path.join(corpus_dir, "cache", MIXTURE),
+            "--loss_cache", os.path.join(corpus_dir, "cache", cache_dirname(
+                DEFAULT_RATES if rates is None else rates)),
             "--pairwise_dir", pairwise, "--pairwise_normalize",
             "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
     if n_asr:
@@ -312,9 +313,9 @@ def _write_manifest_rows(corpus_dir: str, split: str, out: str, limit: int,
 
 
 def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
-                      timings: dict) -> list[dict]:
+                      timings: dict, mode: str = "words") -> list[dict]:
   """The first transcript of each ASR set (from the evaluation) and, with slm-generate, a wav of
-  a sentence that is not in the corpus."""
+  a sentence that is not in the corpus, spoken in TTS `mode` (`tts_mode`: as it was trained)."""
   out = os.path.join(workdir, "examples", f"step_{step}.json")
   with Stage("generate", timings):
     if os.path.exists(out):
@@ -332,9 +333,11 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
     os.makedirs(os.path.dirname(wav), exist_ok=True)
     printed = _run("generating", "slm_jax.tools.generate",
                    ["--checkpoint", export_dir, "--task", "tts", "--text", NOVEL_SENTENCE,
-                    "--out", wav, "--max_new_tokens", str(TTS_MAX_FRAMES)], capture=True)
+                    "--out", wav, "--max_new_tokens", str(TTS_MAX_FRAMES), "--tts_mode", mode],
+                   capture=True)
     print(printed.strip())
-    examples.append({"what": "TTS of a sentence not in the corpus", "text": NOVEL_SENTENCE,
+    examples.append({"what": f"TTS of a sentence not in the corpus ({mode} mode)",
+                     "text": NOVEL_SENTENCE,
                      "output": wav if os.path.exists(wav) else None})
     from slm_jax.atomic_write import atomic_write  # pylint: disable=import-outside-toplevel
     atomic_write(out, json.dumps(examples, indent=1))
@@ -565,7 +568,7 @@ def main(argv=None) -> int:
   joint = None if args.joint_ctc_weight is None else (args.joint_ctc_weight, args.beam_size)
   results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings,
                      args.test_utterances, joint, rates)
-  examples = generate_examples(export_dir, workdir, results, step, timings)
+  examples = generate_examples(export_dir, workdir, results, step, timings, tts_mode(rates))
   text = report(workdir, corpus_dir, step, result, results, examples, timings,
                 time.time() - t_start)
   print("\n" + text)

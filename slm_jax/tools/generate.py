@@ -2,6 +2,7 @@
 
   slm-generate --checkpoint EXPORT --task asr --audio in.wav          # prints the transcript
   slm-generate --checkpoint EXPORT --task tts --text "hello there" --out out.wav
+  slm-generate --checkpoint EXPORT --task tts --tts_mode words --text "hello there" --out out.wav
   slm-generate --checkpoint EXPORT --task continue --text "once upon a"   (or --audio a.wav)
   slm-generate --checkpoint EXPORT --task chat --text "Write down what was said." --audio a.wav
   slm-generate --workdir RUN [--step N] ...                           # a training run directly
@@ -11,6 +12,11 @@
 (exported to a temporary directory first). A batch file has one JSON object per line, e.g.
 {"task": "asr", "audio": "a.wav"} or {"task": "tts", "text": "...", "out": "b.wav"}; requests run
 through the engine's slots together (continuous batching) and results print as JSON lines.
+
+--tts_mode words speaks the way a model trained on word-interleaved TTS (the tts_words template,
+`make demo`'s recipe) was taught: each word's text is put in the prompt before its speech, and the
+model speaks it until it ends the word (greedy; at most --max_positions_per_word positions a word,
+--max_new_tokens in all). --tts_mode whole (the default) gives the whole text, then decodes speech.
 
 Speech output goes through the speech tokenizer's decoder: dMel frames through Griffin-Lim;
 k-means units through their centroids' mel frames and Griffin-Lim, which keeps the words but
@@ -66,6 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--cache_dtype", choices=("float32", "bfloat16"), default=None)
   p.add_argument("--ignore_eos", action="store_true",
                  help="do not stop at EOS: every answer gets --max_new_tokens (benchmarks, tests)")
+  p.add_argument("--tts_mode", choices=("whole", "words"), default="whole",
+                 help="tts: whole (the text, then its speech) or words (each word's text injected "
+                 "before its speech; for models trained on word-interleaved TTS)")
+  p.add_argument("--max_positions_per_word", type=int, default=None,
+                 help="with --tts_mode words: the most speech positions of one word (default 1.5 s)")
   p.add_argument("--stream", action="store_true",
                  help="one request: print text as it decodes, append audio to --out in chunks")
   return p.parse_args(argv)
@@ -124,35 +135,59 @@ def build_prompt(session, req: dict, where: str):
   return prompt, req.get("out")
 
 
+def _word_tts_requests(requests: list[dict], args) -> list[int]:
+  """Indices of the requests spoken word by word (--tts_mode words), checked."""
+  if getattr(args, "tts_mode", "whole") != "words":
+    return []
+  picked = [i for i, r in enumerate(requests) if r.get("task") == "tts"]
+  if picked and args.temperature > 0:
+    raise RequestError("--tts_mode words decodes greedily; drop --temperature (or use "
+                       "--tts_mode whole to sample)")
+  if picked and getattr(args, "stream", False):
+    raise RequestError("--tts_mode words does not stream; drop --stream")
+  for i in picked:
+    if not (requests[i].get("text") or "").strip():
+      raise RequestError(f"request {i + 1}: tts needs a non-empty --text")
+  return picked
+
+
+def _speak_words(session, requests: list[dict], picked: list[int], args) -> dict[int, tuple]:
+  """Word-interleaved TTS of the picked requests: index -> (frames int32[T, K], words)."""
+  from slm_jax.inference import word_tts  # pylint: disable=import-outside-toplevel
+  texts = [requests[i]["text"] for i in picked]
+  frames = word_tts.synthesize_words(session, texts, max_total=args.max_new_tokens,
+                                     max_positions_per_word=args.max_positions_per_word,
+                                     batch_size=max(1, min(args.slots, len(texts))),
+                                     progress=sys.stderr.isatty())
+  return {i: (f, len(word_tts.word_ids(session, t))) for i, f, t in zip(picked, frames, texts)}
+
+
 def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
-  """Runs the requests through the engine; returns (and prints) one result dict per request."""
+  """Runs the requests through the engine (word-interleaved TTS requests through word_tts);
+  returns (and prints) one result dict per request."""
   out = out or sys.stdout
-  from slm_jax.inference import batching, prompts, sampling  # pylint: disable=import-outside-toplevel
+  from slm_jax.inference import prompts  # pylint: disable=import-outside-toplevel
   from slm_jax.data import audio as audio_lib  # pylint: disable=import-outside-toplevel
-  from slm_jax.unified_vocab import EOS_ID  # pylint: disable=import-outside-toplevel
-  built = [build_prompt(session, r, f"request {i + 1}") for i, r in enumerate(requests)]
-  engine = session.engine(
-      slots=max(1, min(args.slots, len(built))), max_length=args.max_length,
-      sampling_config=sampling.SamplingConfig(args.temperature, args.top_k, args.top_p),
-      cache_dtype=args.cache_dtype, stop_ids=() if getattr(args, "ignore_eos", False) else (EOS_ID,))
-  print(f"{PROG}: {engine.memory_report()}", file=sys.stderr)
-  reqs = [batching.Request(p.ids, p.codes, p.mode, args.max_new_tokens, args.seed + i, tag=i)
-          for i, (p, _) in enumerate(built)]
-  for r in reqs:     # check every prompt fits before decoding any
-    if r.prompt_ids.size >= args.max_length:
-      raise RequestError(f"request {r.tag + 1}: the prompt has {r.prompt_ids.size} tokens but "
-                         f"--max_length is {args.max_length}; raise --max_length or shorten it")
-  progress = _progress(len(reqs))
-  stream = _Streamer(session, built[0][1], out) if getattr(args, "stream", False) else None
-  results = batching.run_requests(engine, reqs, on_tokens=stream and stream.callback,
-                                  on_done=lambda i, c: progress.update(1))
-  progress.close()
-  streamed_audio = stream.finish() if stream else None
+  by_words = _word_tts_requests(requests, args)
+  built = [(None, r.get("out")) if i in by_words else build_prompt(session, r, f"request {i + 1}")
+           for i, r in enumerate(requests)]
+  spoken = _speak_words(session, requests, by_words, args) if by_words else {}
+  engine_built = [(i, b) for i, b in enumerate(built) if i not in spoken]
+  completions = {}
+  if engine_built:
+    completions = _run_engine(session, engine_built, args, out)
+  streamed_audio = completions.pop("streamed", None)
   printed = []
-  for i, (completion, (prompt, wav_out)) in enumerate(zip(results, built)):
-    text_ids, frames = prompts.split_answer(session.vocab, completion.tokens, completion.codes)
-    result = {"index": i, "task": requests[i].get("task"), "new_tokens": int(completion.tokens.size),
-              "stopped": completion.stopped}
+  for i, (_, wav_out) in enumerate(built):
+    if i in spoken:     # stopped: every word ended before the answer's budget ran out
+      text_ids, frames = np.zeros([0], np.int32), spoken[i][0]
+      result = {"index": i, "task": "tts", "tts_mode": "words", "words": spoken[i][1],
+                "new_tokens": int(len(frames)), "stopped": bool(len(frames) < args.max_new_tokens)}
+    else:
+      completion = completions[i]
+      text_ids, frames = prompts.split_answer(session.vocab, completion.tokens, completion.codes)
+      result = {"index": i, "task": requests[i].get("task"),
+                "new_tokens": int(completion.tokens.size), "stopped": completion.stopped}
     if len(text_ids):
       result["text"] = session.decode_text(text_ids)
     if len(frames):
@@ -168,7 +203,7 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     printed.append(result)
     if len(requests) == 1 and not args.batch_file:
       if "text" in result:
-        print("" if stream else result["text"], file=out)   # streamed: end its line
+        print("" if getattr(args, "stream", False) else result["text"], file=out)  # streamed: end its line
       if "audio" in result:
         print(f"wrote {result['audio']} ({result['seconds']} s)", file=out)
       elif "speech_frames" in result and "text" not in result:
@@ -177,6 +212,33 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     else:
       print(json.dumps(result), file=out)
   return printed
+
+
+def _run_engine(session, built: list[tuple[int, tuple]], args, out) -> dict:
+  """Decodes (request index, (Prompt, wav path)) pairs with the engine: index -> Completion, and
+  "streamed" -> (path, seconds) when --stream wrote the audio."""
+  from slm_jax.inference import batching, sampling  # pylint: disable=import-outside-toplevel
+  from slm_jax.unified_vocab import EOS_ID  # pylint: disable=import-outside-toplevel
+  engine = session.engine(
+      slots=max(1, min(args.slots, len(built))), max_length=args.max_length,
+      sampling_config=sampling.SamplingConfig(args.temperature, args.top_k, args.top_p),
+      cache_dtype=args.cache_dtype, stop_ids=() if getattr(args, "ignore_eos", False) else (EOS_ID,))
+  print(f"{PROG}: {engine.memory_report()}", file=sys.stderr)
+  reqs = [batching.Request(p.ids, p.codes, p.mode, args.max_new_tokens, args.seed + i, tag=i)
+          for i, (p, _) in built]
+  for r in reqs:     # check every prompt fits before decoding any
+    if r.prompt_ids.size >= args.max_length:
+      raise RequestError(f"request {r.tag + 1}: the prompt has {r.prompt_ids.size} tokens but "
+                         f"--max_length is {args.max_length}; raise --max_length or shorten it")
+  progress = _progress(len(reqs))
+  stream = (_Streamer(session, built[0][1][1], out) if getattr(args, "stream", False) else None)
+  results = batching.run_requests(engine, reqs, on_tokens=stream and stream.callback,
+                                  on_done=lambda i, c: progress.update(1))
+  progress.close()
+  completions = {i: c for (i, _), c in zip(built, results)}
+  if stream:
+    completions["streamed"] = stream.finish()
+  return completions
 
 
 class _Streamer:

@@ -220,7 +220,8 @@ def test_tfds_source_gives_the_same_examples(corpus, tmp_path):
 
 def test_tts_words_task_its_speaker_filter_and_its_rate_in_demo_main(corpus, tmp_path):
   """demo_tts_words builds word-interleaved examples (one [SPEECH] per word), follows its own
-  select_speakers, joins demo_main only with demo_main_rates.tts_words > 0, and is cached."""
+  select_speakers, is in demo_main by default and leaves it at demo_main_rates.tts_words = 0
+  (whole-sentence TTS instead), and is cached."""
   import json as json_lib  # pylint: disable=import-outside-toplevel
   from slm_jax.data.cache.tasks import cache_splits  # pylint: disable=import-outside-toplevel
   vocab = _configure(corpus)
@@ -236,13 +237,14 @@ def test_tts_words_task_its_speaker_filter_and_its_rate_in_demo_main(corpus, tmp
   assert len(_examples("demo_tts_words")) == 1
   gin.parse_config(["demo_tts_words/select_speakers.speakers = None"])
   mix = seqio.get_mixture_or_task("demo_main")
+  assert sorted(t.name for t in mix.tasks) == ["demo_asr", "demo_text_lm", "demo_tts_words"]
+  gin.parse_config(["demo_main_rates.tts = 1.0", "demo_main_rates.tts_words = 0.0"])
   assert sorted(t.name for t in mix.tasks) == ["demo_asr", "demo_text_lm", "demo_tts"]
   gin.parse_config(["demo_main_rates.tts = 0.0", "demo_main_rates.tts_words = 1.0"])
-  assert sorted(t.name for t in mix.tasks) == ["demo_asr", "demo_text_lm", "demo_tts_words"]
   out = str(tmp_path / "cache")
   infos = cache_splits("demo_main", {"validation": out}, vocab, progress=False)
   assert sorted(i.task for i in infos) == ["demo_asr", "demo_text_lm", "demo_tts_words"]
   with open(os.path.join(out, "mixture.json")) as f:
-    assert json_lib.load(f)["rates"] == {"demo_asr": 1.0, "demo_text_lm": 0.25,
+    assert json_lib.load(f)["rates"] == {"demo_asr": 2.0, "demo_text_lm": 0.25,
                                          "demo_tts_words": 1.0}
   assert [i.num_examples for i in infos if i.task == "demo_tts_words"] == [1]

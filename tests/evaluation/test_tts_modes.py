@@ -49,10 +49,10 @@ def test_words_mode_speaks_through_word_injection(session, tmp_path):
 
 def test_the_demo_evaluates_with_words_when_it_trains_word_tts():
   from slm_jax.tools import demo  # pylint: disable=import-outside-toplevel
-  assert demo.tts_mode(demo.DEFAULT_RATES) == "whole"
-  _, words = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_words.gin'"])
-  assert demo.tts_mode(words) == "words" and "demo_tts" not in words
-  _, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts_words = 0.5"])
-  assert demo.tts_mode(rates) == "words" and rates["demo_tts"] == 1.0   # both layouts
+  assert demo.tts_mode(demo.DEFAULT_RATES) == "words"
+  _, whole = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_whole.gin'"])
+  assert demo.tts_mode(whole) == "whole" and "demo_tts_words" not in whole
+  _, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts = 0.5"])
+  assert demo.tts_mode(rates) == "words" and rates["demo_tts"] == 0.5   # both layouts
   _, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts_words = 0.0"])
   assert demo.tts_mode(rates) == "whole"

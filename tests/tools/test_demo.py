@@ -77,6 +77,7 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
   assert results["asr"]["flite_test/joint"]["beam_size"] == 2
   assert results["asr"]["flite_test/joint"]["pre_beam"] == 4
   assert "wer" in results["tts"] and "wer" in results["tts"]["resynthesis"]
+  assert results["tts"]["mode"] == "words"     # spoken the way the recipe trains TTS
   assert results["pairwise"]
   kinds = [ex["what"] for ex in report["examples"]]
   assert any("flite" in k for k in kinds) and any("real" in k for k in kinds)
@@ -117,8 +118,8 @@ def test_task_bindings_parse_for_training_and_name_their_own_caches():
   caches of another mixture live apart from the recipe's."""
   params, rates = demo.check_gin_params([demo.DEMO_GIN], ["demo_main_rates.tts = 0.5"])
   assert params[0] == "import slm_jax.tasks" and params[1:] == ["demo_main_rates.tts = 0.5"]
-  assert rates == {"demo_asr": 1.0, "demo_tts": 0.5, "demo_text_lm": 0.25}
-  assert demo.cache_dirname(rates) == "demo_main-asr1-text_lm0.25-tts0.5"
+  assert rates == {"demo_asr": 2.0, "demo_tts": 0.5, "demo_text_lm": 0.25, "demo_tts_words": 1.0}
+  assert demo.cache_dirname(rates) == "demo_main-asr2-text_lm0.25-tts0.5-tts_words1"
   from slm_jax import configuration
   try:
     configuration.parse([demo.DEMO_GIN], params, finalize=False)
@@ -127,8 +128,8 @@ def test_task_bindings_parse_for_training_and_name_their_own_caches():
     gin.clear_config()
   assert demo.check_gin_params([demo.DEMO_GIN], []) == ([], demo.DEFAULT_RATES)
   assert demo.cache_dirname(demo.DEFAULT_RATES) == "demo_main"
-  _, words = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_words.gin'"])
-  assert demo.cache_dirname(words) == "demo_main-asr1-text_lm0.25-tts_words1"
+  _, whole = demo.check_gin_params([demo.DEMO_GIN], ["include 'tasks/demo_main_whole.gin'"])
+  assert demo.cache_dirname(whole) == "demo_main-asr1-text_lm0.25-tts1"
 
 
 def test_a_cache_built_for_other_rates_is_not_reused(tmp_path):

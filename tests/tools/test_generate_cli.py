@@ -97,7 +97,35 @@ def test_batch_file_runs_through_the_slots(export_dir, capsys, tmp_path):
   assert [r["task"] for r in results] == ["asr", "tts", "continue"]
 
 
+def test_word_tts_mode_speaks_word_by_word_beside_engine_requests(export_dir, capsys, tmp_path):
+  """--tts_mode words: TTS requests go through word injection (word_tts), the others through the
+  engine, and the results keep the requests' order; the single-request form writes its wav."""
+  out, root = export_dir
+  base = ["--checkpoint", out, "--max_length", "128", "--tts_mode", "words",
+          "--max_positions_per_word", "3"]
+  wav = str(tmp_path / "w.wav")
+  code, text = _gen(base + ["--task", "tts", "--text", "one two three", "--out", wav,
+                            "--max_new_tokens", "20"], capsys)
+  audio, rate = sf.read(wav)
+  assert code == 0 and rate == 16000 and audio.size > 0 and "wrote" in text
+  batch = tmp_path / "reqs.jsonl"
+  lines = [{"task": "continue", "text": "abc"}, {"task": "tts", "text": "one two three"},
+           {"task": "asr", "audio": str(root / "tone.wav")}]
+  batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+  code, text = _gen(base + ["--batch_file", str(batch), "--max_new_tokens", "5",
+                            "--out_dir", str(tmp_path)], capsys)
+  results = [json.loads(x) for x in text.strip().splitlines()]
+  assert code == 0 and [r["task"] for r in results] == ["continue", "tts", "asr"]
+  tts = results[1]
+  assert tts["tts_mode"] == "words" and tts["words"] == 3
+  assert tts.get("speech_frames", 0) <= 5          # the answer's budget holds across words
+  assert "tts_mode" not in results[0] and 1 <= results[0]["new_tokens"] <= 5
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--task", "tts", "--text", "hi", "--tts_mode", "words", "--temperature", "0.7"],
+     "greedily"),
+    (["--task", "tts", "--text", "hi", "--tts_mode", "words", "--stream"], "does not stream"),
     (["--task", "asr", "--audio", "EMPTY"], "empty"),
     (["--task", "asr", "--audio", "/no/such.wav"], "does not exist"),
     (["--task", "tts", "--text", "   "], "non-empty"),
