@@ -111,7 +111,7 @@ def main(argv=None) -> int:
   p.add_argument("--workers", type=int, default=2, help="pocketsphinx processes")
   p.add_argument("--layout", choices=("whole", "words"), default="whole",
                  help="the TTS layout the model was trained on: whole sentences, or each word's "
-                 "text before its speech (configs/tasks/demo_main_words.gin; needs the manifest's "
+                 "text before its speech (the demo recipe, configs/tasks/demo_main.gin; needs the manifest's "
                  "word_starts / word_ends)")
   p.add_argument("--channel_decode", action="append", choices=("argmax", "sample", "mean"),
                  default=None, help="how the model's levels are read from its logits "

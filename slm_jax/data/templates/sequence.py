@@ -77,12 +77,14 @@ class SequenceBuilder:
       return self
     ids = self.vocab.speech_to_unified(frames_TK[:, 0])
     codes = frames_TK[:, 1:]
-    for k, size in enumerate(self.vocab.extra_codebook_sizes):
-      col = codes[:, k]
-      if col.min() < 0 or col.max() >= size:
-        bad = col[(col < 0) | (col >= size)][:5].tolist()
-        raise ValueError(f"speech channel-{k + 1} code out of range [0, {size}): e.g. {bad}; check "
-                         "that the speech tokenizer matches the vocabulary spec")
+    sizes_K1 = np.asarray(self.vocab.extra_codebook_sizes, np.int32)
+    out_of_range = (codes < 0) | (codes >= sizes_K1)   # one pass over [T, K-1], not K-1 passes
+    if out_of_range.any():
+      k = int(np.flatnonzero(out_of_range.any(axis=0))[0])
+      col, size = codes[:, k], int(sizes_K1[k])
+      bad = col[(col < 0) | (col >= size)][:5].tolist()
+      raise ValueError(f"speech channel-{k + 1} code out of range [0, {size}): e.g. {bad}; check "
+                       "that the speech tokenizer matches the vocabulary spec")
     self._append(ids, codes, trained, cut_after, True)
     return self
 
