@@ -61,7 +61,7 @@ demo-long: apt $(DEMO_STAMP)
 	  --test_utterances=400 --joint_ctc_weight=0.3 --beam_size=8 \
 	  --gin_param="include 'tasks/demo_main_whole.gin'"
 
-# The whole CPU suite (669 tests, 15-29 min on 2 cores), slow and multi-process tests included.
+# The whole CPU suite (672 tests, 15-29 min on 2 cores), slow and multi-process tests included.
 test: apt $(STAMP)
 	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
 
