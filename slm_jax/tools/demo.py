@@ -280,8 +280,8 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
 def tts_mode(rates: dict) -> str:
   """How the evaluation speaks: "words" (word injection, slm-eval --tts_mode words) when the
   mixture's rates (`check_gin_params`) give word-interleaved TTS a rate (`demo_tts_words`: the
-  recipe), else "whole" (e.g. tasks/demo_main_whole.gin). The rates, not a gin query: the task bindings live in
-  the task gin file, which training does not parse."""
+  recipe), else "whole" (e.g. tasks/demo_main_whole.gin). The rates, not a gin query: the task
+  bindings live in the task gin file, which training does not parse."""
   return "words" if float(rates.get("demo_tts_words", 0.0)) > 0 else "whole"
 
 

@@ -203,7 +203,8 @@ def run_generation(session, requests: list[dict], args, out=None) -> list[dict]:
     printed.append(result)
     if len(requests) == 1 and not args.batch_file:
       if "text" in result:
-        print("" if getattr(args, "stream", False) else result["text"], file=out)  # streamed: end its line
+        streamed = getattr(args, "stream", False)      # streamed: the text is out, end its line
+        print("" if streamed else result["text"], file=out)
       if "audio" in result:
         print(f"wrote {result['audio']} ({result['seconds']} s)", file=out)
       elif "speech_frames" in result and "text" not in result:
