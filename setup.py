@@ -1,11 +1,21 @@
 """slm_jax: JAX-native training of speech-text language models."""
+import os
+
 import setuptools
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _requirements(name: str) -> list[str]:
+  with open(os.path.join(HERE, name), encoding="utf-8") as f:
+    return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
 
 setuptools.setup(
     name="slm_jax",
     version="0.1.0",
     description="JAX-native training of speech-text language models (shared decoder / Zipper).",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     # Two top-level folders ship inside the package (docs/architecture.md, layout):
@@ -17,12 +27,12 @@ setuptools.setup(
     package_data={"slm_jax.configs": ["**/*.gin"]},
     # Every third-party package slm_jax/, tasks/ and bench/ import, and no other (ml-collections:
     # sweeps, to come). Tested: Python 3.11 with jax 0.10.2, Python 3.12 with jax 0.12; flax 0.12.8.
-    install_requires=[
+    # requirements-corpus.txt: the corpus builder's (numpy, soundfile, gin-config, tqdm).
+    install_requires=_requirements("requirements-corpus.txt") + [
         "jax>=0.10.2,<0.13",
         "flax>=0.12.8,<0.14",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
-        "numpy>=2.0,<3",
         "ml_dtypes>=0.5,<0.7",
         "scipy>=1.14,<2",
         "seqio>=0.0.20,<0.1",
@@ -32,18 +42,15 @@ setuptools.setup(
         "grain>=0.2.18,<0.3",
         "array-record>=0.8.6,<0.9",
         "ml-collections>=1.1.0,<2",
-        "gin-config>=0.5.0,<0.6",
         "sentencepiece>=0.2.3,<0.3",
         "tokenizers>=0.23,<0.24",
         "safetensors>=0.8,<0.9",
         "flatbuffers>=24.3,<26",  # jax.export serialization (slm_jax/export/jax_export.py)
-        "soundfile>=0.14,<0.15",
         "librosa>=0.11,<1.1",
         "scikit-learn>=1.9,<2",
         "threadpoolctl>=3.1,<4",  # bench/data_pipeline.py (`make bench`)
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.11,<4",
-        "tqdm>=4.70,<5",
         "absl-py>=2.1,<3",
         "jiwer>=4.0,<5",
     ],

@@ -281,8 +281,10 @@ def main(argv=None) -> int:
   from slm_jax import configuration  # pylint: disable=import-outside-toplevel
   for module in args.gin_modules + tuple(getattr(args, "module", ())):
     importlib.import_module(module)
-  # Not finalized: commands import more gin-configurable modules as they run.
-  configuration.parse(args.gin_file, args.gin_param, finalize=False)
+  # Not finalized: commands import more gin-configurable modules as they run. Nothing to parse,
+  # nothing imported: build-demo then runs on requirements-corpus.txt alone (no JAX).
+  if args.gin_file or args.gin_param:
+    configuration.parse(args.gin_file, args.gin_param, finalize=False)
   return int(args.func(args) or 0)
 
 

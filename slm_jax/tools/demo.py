@@ -95,21 +95,11 @@ def _run(what: str, module: str, args: list[str], capture: bool = False) -> str:
 
 
 # -- 1-3: data ----------------------------------------------------------------------------------
-def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
-                 sentences: int = 4500, gin_params: Sequence[str] = (),
-                 rates: dict | None = None, voices_per_sentence: int = 1) -> list[str]:
-  """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
-
-  sentences, voices_per_sentence: the size of a new corpus (an existing one is kept as it is,
-  with a note when it was built with other sizes).
-
-  gin_params: the user's extra bindings; the saved dMel tokenizer and the caches follow them too
-  (e.g. `MelConfig.n_mels = 40`, a task's `select_speakers.speakers`).
-  rates: the mixture's task rates (`check_gin_params`; None: the recipe's). They name the caches'
-  directory (`cache_dirname`), and a cache whose mixture.json holds other rates is redone. Other
-  task bindings (a template option, a speaker selection) are not told apart: give such a run its
-  own --corpus_dir, or delete CORPUS/cache first.
-  """
+def build_corpus(corpus_dir: str, miniature: bool, timings: dict, sentences: int = 4500,
+                 voices_per_sentence: int = 1) -> None:
+  """Stage 1, the corpus (kept when present). Needs only numpy, soundfile, gin-config and tqdm
+  (requirements-corpus.txt) and Debian's flite: `make demo` runs it (`--corpus_only`) while pip
+  installs the rest."""
   with Stage("corpus", timings):
     if not os.path.exists(os.path.join(corpus_dir, "build_info.json")):
       # One reading per sentence: as much audio as two readings of half the sentences, but twice
@@ -125,6 +115,24 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       print(f"corpus present at {corpus_dir}")
       if not miniature:
         _note_corpus_size(corpus_dir, sentences, voices_per_sentence)
+
+
+def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
+                 sentences: int = 4500, gin_params: Sequence[str] = (),
+                 rates: dict | None = None, voices_per_sentence: int = 1) -> list[str]:
+  """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
+
+  sentences, voices_per_sentence: the size of a new corpus (an existing one is kept as it is,
+  with a note when it was built with other sizes).
+
+  gin_params: the user's extra bindings; the saved dMel tokenizer and the caches follow them too
+  (e.g. `MelConfig.n_mels = 40`, a task's `select_speakers.speakers`).
+  rates: the mixture's task rates (`check_gin_params`; None: the recipe's). They name the caches'
+  directory (`cache_dirname`), and a cache whose mixture.json holds other rates is redone. Other
+  task bindings (a template option, a speaker selection) are not told apart: give such a run its
+  own --corpus_dir, or delete CORPUS/cache first.
+  """
+  build_corpus(corpus_dir, miniature, timings, sentences, voices_per_sentence)
   tok_dir = os.path.join(corpus_dir, "tokenizers")
   spm_prefix = os.path.join(tok_dir, f"spm{TEXT_VOCAB_SIZE}")
   dmel_dir = os.path.join(tok_dir, DMEL_DIRNAME)
@@ -429,6 +437,14 @@ def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results
             "", "## Time", "",
             "- " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
             + f"; total {total_s / 60:.1f} min"]
+  try:
+    with open(os.path.join(corpus_dir, "build_info.json"), encoding="utf-8") as f:
+      built_s = json.load(f).get("build_seconds")
+  except (OSError, ValueError):
+    built_s = None
+  if built_s is not None and timings.get("corpus", 0.0) < 0.5 * built_s:
+    lines.append(f"- the corpus was built before this run (`make demo` builds it while pip "
+                 f"installs; `--corpus_only`) in {built_s:.0f} s")
   parts = results.get("seconds") or {}
   if parts:
     lines.append("- the evaluation by part: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
@@ -538,6 +554,9 @@ def main(argv=None) -> int:
                  help="the whole pipeline at toy size (a check, not a model)")
   p.add_argument("--synthetic", action="store_true",
                  help="only train on the synthetic task (no corpus, no evaluation)")
+  p.add_argument("--corpus_only", action="store_true",
+                 help="only build the corpus (needs just requirements-corpus.txt: `make demo` "
+                      "runs this while pip installs the rest)")
   p.add_argument("--gin_file", action="append", default=None,
                  help=f"gin files (default {DEMO_GIN}, or {SYNTHETIC_GIN} with --synthetic)")
   p.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
@@ -554,6 +573,9 @@ def main(argv=None) -> int:
   if args.synthetic:
     result = train(args.gin_file or [SYNTHETIC_GIN], args.gin_param, workdir, timings)
     train_summary(workdir, result, timings["train"] / 60)
+    return 0
+  if args.corpus_only:
+    build_corpus(corpus_dir, args.miniature, timings, args.sentences, args.voices_per_sentence)
     return 0
   user_params, rates = check_gin_params(args.gin_file or [DEMO_GIN], args.gin_param)
   bindings = prepare_data(corpus_dir, args.miniature, timings, args.sentences, args.gin_param,
