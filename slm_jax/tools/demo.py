@@ -270,6 +270,8 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
     if n_asr:
       args += ["--max_examples", str(n_asr)]
+    if miniature:    # an untrained model speaks every word to its cap: keep the babble short
+      args += ["--tts_max_positions_per_word", "2", "--tts_max_new_tokens", "16"]
     if joint:
       args += ["--ctc_weight", f"{joint[0]:g}", "--beam_size", str(joint[1]),
                "--pre_beam", str(2 * joint[1])]
@@ -321,9 +323,10 @@ def _write_manifest_rows(corpus_dir: str, split: str, out: str, limit: int,
 
 
 def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
-                      timings: dict, mode: str = "words") -> list[dict]:
+                      timings: dict, mode: str = "words", miniature: bool = False) -> list[dict]:
   """The first transcript of each ASR set (from the evaluation) and, with slm-generate, a wav of
-  a sentence that is not in the corpus, spoken in TTS `mode` (`tts_mode`: as it was trained)."""
+  a sentence that is not in the corpus, spoken in TTS `mode` (`tts_mode`: as it was trained;
+  `miniature`: at most 16 positions)."""
   out = os.path.join(workdir, "examples", f"step_{step}.json")
   with Stage("generate", timings):
     if os.path.exists(out):
@@ -341,7 +344,8 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
     os.makedirs(os.path.dirname(wav), exist_ok=True)
     printed = _run("generating", "slm_jax.tools.generate",
                    ["--checkpoint", export_dir, "--task", "tts", "--text", NOVEL_SENTENCE,
-                    "--out", wav, "--max_new_tokens", str(TTS_MAX_FRAMES), "--tts_mode", mode],
+                    "--out", wav, "--max_new_tokens", str(16 if miniature else TTS_MAX_FRAMES),
+                    "--tts_mode", mode],
                    capture=True)
     print(printed.strip())
     examples.append({"what": f"TTS of a sentence not in the corpus ({mode} mode)",
@@ -590,7 +594,8 @@ def main(argv=None) -> int:
   joint = None if args.joint_ctc_weight is None else (args.joint_ctc_weight, args.beam_size)
   results = evaluate(export_dir, workdir, corpus_dir, step, args.miniature, timings,
                      args.test_utterances, joint, rates)
-  examples = generate_examples(export_dir, workdir, results, step, timings, tts_mode(rates))
+  examples = generate_examples(export_dir, workdir, results, step, timings, tts_mode(rates),
+                               args.miniature)
   text = report(workdir, corpus_dir, step, result, results, examples, timings,
                 time.time() - t_start)
   print("\n" + text)
