@@ -3,8 +3,9 @@
     slm-sweep --config configs/sweeps/zipper_demo_schedule.py --root runs/zipper_schedule [--corpus DIR]
 
 configs/sweeps/zipper_demo.py compares seven rows at 120 steps, too short for any of them to
-learn ASR. These three rows train what `make demo` trains (configs/runs/demo.gin: 960 steps of
-8 x 256, the channel heads at speech targets only, the auxiliary CTC loss; no evaluation during
+learn ASR. These three rows train what `make demo` trained when they were measured
+(configs/runs/demo.gin at 960 steps of 8 x 256, pinned below: `make demo` trains 800 since
+2026-12-01; the channel heads at speech targets only, the auxiliary CTC loss; no evaluation during
 training, one checkpoint at the end), about 12-14 minutes each on 2 cores:
 
   shared_bidir      the demo's decoder (4 x 192, 3.76M parameters, bidirectional ASR prompts)
@@ -28,7 +29,7 @@ def _load_zipper_demo():
 
 zipper_demo = _load_zipper_demo()
 
-SCHEDULE = ["train.periodic_evals = []", "train.eval_every = 0",
+SCHEDULE = ["TOTAL_STEPS = 960", "train.periodic_evals = []", "train.eval_every = 0",
             "CheckpointOptions.save_every = 0", "CheckpointOptions.keep_last = 1"]
 
 

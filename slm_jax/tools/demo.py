@@ -23,7 +23,9 @@
 Every stage is skipped when its output exists (training resumes from its last checkpoint; the
 evaluation and generation are redone only for a newer checkpoint), so rerunning continues where
 it stopped. `--miniature` runs the same pipeline at toy size (the test suite's end-to-end check);
-`--synthetic` only trains on the built-in synthetic task (configs/runs/demo_synthetic.gin).
+`--synthetic` only trains on the built-in synthetic task (configs/runs/demo_synthetic.gin);
+`--corpus_only` runs stage 1 alone, on requirements-corpus.txt's packages (`make demo` runs it
+while pip installs the rest).
 """
 from __future__ import annotations
 

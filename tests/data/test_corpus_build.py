@@ -121,3 +121,35 @@ def test_iter_utterances_loads_audio(tiny):
   assert utt["audio"].dtype == np.int16 and utt["audio"].shape[0] > 8000
   with pytest.raises(FileNotFoundError, match="build-demo"):
     manifest.read_manifest(out + "-missing", "train")
+
+
+def test_build_demo_without_gin_bindings_imports_neither_jax_nor_tensorflow(tmp_path):
+  """`make demo` runs the corpus stage while pip installs the rest: `slm-data build-demo` must run
+  on requirements-corpus.txt's packages alone (and the demo's `--corpus_only` on top of it)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "corpus"
+  code = ("import sys\n"
+          "from slm_jax.tools import data\n"
+          f"assert data.main(['build-demo', '--out', {str(out)!r}, '--max_sentences', '3', "
+          "'--voices_per_sentence', '1', '--voices', 'flite:kal16', '--quiet']) == 0\n"
+          "heavy = sorted(m for m in ('jax', 'tensorflow', 'seqio', 'flax') if m in sys.modules)\n"
+          "print('HEAVY', heavy)\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+  assert json.loads((out / "build_info.json").read_text())["sentences_used"] == 3
+
+
+def test_the_demos_corpus_only_stage_stops_after_the_corpus(tmp_path, capsys):
+  from slm_jax.tools import demo  # pylint: disable=import-outside-toplevel
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "build_info.json").write_text(json.dumps({"max_sentences": 4500,
+                                                      "voices_per_sentence": 1}))
+  assert demo.main(["--corpus_only", "--corpus_dir", str(corpus),
+                    "--workdir", str(tmp_path / "run")]) == 0
+  out = capsys.readouterr().out
+  assert "corpus present" in out and "== demo: corpus done" in out and "tokenizers" not in out
+  assert sorted(os.listdir(corpus)) == ["build_info.json"] and not (tmp_path / "run").exists()
