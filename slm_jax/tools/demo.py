@@ -54,6 +54,8 @@ NOVEL_SENTENCE = "the old river boat carried seven quiet travelers past the gree
 # The recipe's mixture (configs/tasks/demo_main.gin): its caches live in CORPUS/cache/demo_main.
 DEFAULT_RATES = {"demo_asr": 2.0, "demo_text_lm": 0.25, "demo_tts_words": 1.0}
 TTS_MAX_FRAMES = 125   # 10 s at 12.5 positions per second: the longest TTS example answer
+# The miniature's TTS answers: an untrained model speaks every word to its cap, so keep them short.
+MINIATURE_TTS_FRAMES, MINIATURE_TTS_POSITIONS_PER_WORD = 16, 2
 
 # The miniature pipeline (tests): a handful of sentences, a toy model, a few steps, tiny evals.
 MINIATURE_BINDINGS = [
@@ -188,10 +190,18 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
       f"DEMO_SPEECH_TOKENIZER = '{dmel_dir}'"]
 
 
+def _build_info(corpus_dir: str) -> dict | None:
+  """The corpus's build_info.json (None when missing or unreadable)."""
+  try:
+    with open(os.path.join(corpus_dir, "build_info.json"), encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def _note_corpus_size(corpus_dir: str, sentences: int, voices_per_sentence: int) -> None:
   """Says so when an existing corpus was built with other sizes than this run asks for."""
-  with open(os.path.join(corpus_dir, "build_info.json"), encoding="utf-8") as f:
-    info = json.load(f)
+  info = _build_info(corpus_dir) or {}
   built = (info.get("max_sentences"), info.get("voices_per_sentence"))
   if built != (sentences, voices_per_sentence):
     print(f"note: the corpus at {corpus_dir} was built with {built[0]} sentences x {built[1]} "
@@ -272,8 +282,9 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
             "--tts_manifest", tts_manifest, "--tts_out", os.path.join(workdir, "eval", f"tts_{step}")]
     if n_asr:
       args += ["--max_examples", str(n_asr)]
-    if miniature:    # an untrained model speaks every word to its cap: keep the babble short
-      args += ["--tts_max_positions_per_word", "2", "--tts_max_new_tokens", "16"]
+    if miniature:
+      args += ["--tts_max_positions_per_word", str(MINIATURE_TTS_POSITIONS_PER_WORD),
+               "--tts_max_new_tokens", str(MINIATURE_TTS_FRAMES)]
     if joint:
       args += ["--ctc_weight", f"{joint[0]:g}", "--beam_size", str(joint[1]),
                "--pre_beam", str(2 * joint[1])]
@@ -328,7 +339,7 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
                       timings: dict, mode: str = "words", miniature: bool = False) -> list[dict]:
   """The first transcript of each ASR set (from the evaluation) and, with slm-generate, a wav of
   a sentence that is not in the corpus, spoken in TTS `mode` (`tts_mode`: as it was trained;
-  `miniature`: at most 16 positions)."""
+  `miniature`: at most MINIATURE_TTS_FRAMES positions)."""
   out = os.path.join(workdir, "examples", f"step_{step}.json")
   with Stage("generate", timings):
     if os.path.exists(out):
@@ -346,7 +357,8 @@ def generate_examples(export_dir: str, workdir: str, results: dict, step: int,
     os.makedirs(os.path.dirname(wav), exist_ok=True)
     printed = _run("generating", "slm_jax.tools.generate",
                    ["--checkpoint", export_dir, "--task", "tts", "--text", NOVEL_SENTENCE,
-                    "--out", wav, "--max_new_tokens", str(16 if miniature else TTS_MAX_FRAMES),
+                    "--out", wav,
+                    "--max_new_tokens", str(MINIATURE_TTS_FRAMES if miniature else TTS_MAX_FRAMES),
                     "--tts_mode", mode],
                    capture=True)
     print(printed.strip())
@@ -443,11 +455,7 @@ def report(workdir: str, corpus_dir: str, step: int, train_result: dict, results
             "", "## Time", "",
             "- " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
             + f"; total {total_s / 60:.1f} min"]
-  try:
-    with open(os.path.join(corpus_dir, "build_info.json"), encoding="utf-8") as f:
-      built_s = json.load(f).get("build_seconds")
-  except (OSError, ValueError):
-    built_s = None
+  built_s = (_build_info(corpus_dir) or {}).get("build_seconds")
   if built_s is not None and timings.get("corpus", 0.0) < 0.5 * built_s:
     lines.append(f"- the corpus was built before this run (`make demo` builds it while pip "
                  f"installs; `--corpus_only`) in {built_s:.0f} s")
