@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from slm_jax.data import audio as audio_lib
-from slm_jax.evaluation import baselines, generation, resynthesis
+from slm_jax.evaluation import baselines, generation, recognizer, resynthesis
 from slm_jax.evaluation.error_rates import error_rates
 from slm_jax.evaluation.eval_sets import EvalUtterance
 from slm_jax.errors import SlmError
@@ -64,9 +64,10 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
                  max_positions_per_word: Optional[int] = None) -> dict:
   """Loopback WER / CER of the model's speech for `utterances` (see the module docstring).
 
-  transcribe(audio, sample_rate) -> text; None: pocketsphinx in `recognizer_workers` processes
-  (None: one per core, `recognizer.default_workers`), and when it is missing the result says so
-  under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of speech frames;
+  transcribe(audio, sample_rate) -> text, called in this process; None: pocketsphinx in
+  `recognizer_workers` processes (None: one per core, `recognizer.default_workers`), which also
+  turn the frames into audio (Griffin-Lim) and make the round trips; when it is missing the
+  result says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of speech frames;
   None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`). mode: "whole" or
   "words" (see the module docstring; the budget is then the most frames per sentence, and
   `max_positions_per_word` caps each word, None: word_tts's default).
@@ -85,7 +86,30 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
     frames = generation.synthesize(session, texts, max_new_tokens=budgets, slots=slots,
                                    engine=engine, progress=progress)
   tok = session.speech_tokenizer
-  audios = [session.decode_speech(f) if len(f) else np.zeros([0], np.float32) for f in frames]
+  spoken = [i for i, f in enumerate(frames) if len(f)]
+  if spoken and not tok.can_decode:
+    session.decode_speech(frames[spoken[0]])    # raises the session's clear error
+  recognize = transcribe is not None or default_recognizer() is not None
+  # Everything to make and recognize, gathered first so Griffin-Lim and pocketsphinx run in
+  # several processes: the model's answers, then per utterance with audio its original and the
+  # tokenizer's round trip.
+  jobs = [recognizer.Synthesized(tok.decode, (frames[i],), tok.sample_rate) for i in spoken]
+  with_audio = [i for i, u in enumerate(utterances) if u.audio_path] if recognize else []
+  for i in with_audio:
+    audio, rate = audio_lib.read_audio(utterances[i].audio_path)
+    jobs.append((audio, rate))
+    if tok.can_decode:
+      jobs.append(recognizer.Synthesized(resynthesis.round_trip, (tok, audio, rate),
+                                         tok.sample_rate))
+  if recognize:
+    workers = recognizer.default_workers() if recognizer_workers is None else recognizer_workers
+    results = iter(recognizer.recognize(jobs, workers, transcribe))
+  else:   # the wavs alone
+    results = iter(recognizer.Recognized("", job.make(*job.args)) for job in jobs)
+  audios = [np.zeros([0], np.float32)] * len(frames)
+  hyps = [""] * len(frames)
+  for i in spoken:
+    hyps[i], audios[i] = next(results)
   files = []
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
@@ -96,27 +120,12 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
         files.append(path)
   out = {"utterances": len(utterances), "mode": mode, "out_dir": out_dir, "files": files,
          "seconds_of_speech": round(sum(a.size for a in audios) / tok.sample_rate, 2),
-         "empty_answers": int(sum(1 for f in frames if not len(f)))}
-  if transcribe is None and default_recognizer() is None:
+         "empty_answers": len(frames) - len(spoken)}
+  if not recognize:
     out["skipped"] = SKIP_MESSAGE
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
-  # Everything to recognize, gathered first so pocketsphinx can run in several processes: the
-  # model's answers, then per utterance with audio its original and the tokenizer's round trip.
-  jobs = [(a, tok.sample_rate) for a in audios if a.size]
-  with_audio = [i for i, u in enumerate(utterances) if u.audio_path]
-  for i in with_audio:
-    audio, rate = audio_lib.read_audio(utterances[i].audio_path)
-    jobs.append((audio, rate))
-    if tok.can_decode:
-      jobs.append((resynthesis.round_trip(tok, audio, rate), tok.sample_rate))
-  if transcribe is None:
-    from slm_jax.evaluation import recognizer  # pylint: disable=import-outside-toplevel
-    workers = recognizer.default_workers() if recognizer_workers is None else recognizer_workers
-    heard = iter(recognizer.transcribe_many(jobs, workers))
-  else:
-    heard = iter([transcribe(a, rate) for a, rate in jobs])
-  hyps = [next(heard) if a.size else "" for a in audios]
+  heard = (r.text for r in results)
   out.update(_rates(texts, hyps))
   out["baseline"] = baselines.baselines(texts, hyps)
   if with_audio:
