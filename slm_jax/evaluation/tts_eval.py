@@ -85,6 +85,7 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
   else:
     frames = generation.synthesize(session, texts, max_new_tokens=budgets, slots=slots,
                                    engine=engine, progress=progress)
+  generated = time.perf_counter()
   tok = session.speech_tokenizer
   spoken = [i for i, f in enumerate(frames) if len(f)]
   if spoken and not tok.can_decode:
@@ -120,7 +121,8 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
         files.append(path)
   out = {"utterances": len(utterances), "mode": mode, "out_dir": out_dir, "files": files,
          "seconds_of_speech": round(sum(a.size for a in audios) / tok.sample_rate, 2),
-         "empty_answers": len(frames) - len(spoken)}
+         "empty_answers": len(frames) - len(spoken),
+         "generation_seconds": round(generated - start, 2)}
   if not recognize:
     out["skipped"] = SKIP_MESSAGE
     out["seconds"] = round(time.perf_counter() - start, 2)

@@ -40,6 +40,7 @@ def test_words_mode_speaks_through_word_injection(session, tmp_path):
   samples = [session.decode_speech(f).size if len(f) else 0 for f in expected]
   assert sorted(heard) == sorted(s for s in samples if s)
   assert out["empty_answers"] == sum(1 for f in expected if not len(f))
+  assert 0 < out["generation_seconds"] <= out["seconds"]
   whole = tts_eval.evaluate_tts(session, utts, None, max_new_tokens=3, progress=False,
                                 transcribe=lambda audio, rate: "the")
   assert whole["mode"] == "whole"
