@@ -67,8 +67,8 @@ def evaluate_tts(session, utterances: Sequence[EvalUtterance], out_dir: Optional
   transcribe(audio, sample_rate) -> text, called in this process; None: pocketsphinx in
   `recognizer_workers` processes (None: one per core, `recognizer.default_workers`), which also
   turn the frames into audio (Griffin-Lim) and make the round trips; when it is missing the
-  result says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of speech frames;
-  None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`). mode: "whole" or
+  result says so under "skipped" (the wavs are still written). max_new_tokens: a fixed budget of
+  speech frames; None: `seconds_per_word` per word plus 1 s (`generation.speech_budget`). mode: "whole" or
   "words" (see the module docstring; the budget is then the most frames per sentence, and
   `max_positions_per_word` caps each word, None: word_tts's default).
   """
