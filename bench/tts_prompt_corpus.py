@@ -51,6 +51,25 @@ def pronunciation_rows(rows: list[dict], batch: int = 200) -> list[dict]:
           for r in rows if r["text"] in words]
 
 
+def write_split(out: str, split: str, rows: list[dict]) -> None:
+  """The split's manifest and, but for the real recordings, its one-line-per-sentence texts."""
+  with open(os.path.join(out, f"manifest_{split}.jsonl"), "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  if split != "test_real":   # the tokenizer and the text LM read one line per sentence
+    texts = dict((r["orig_text"], r["text"]) for r in rows)
+    name = "texts.txt" if split == "train" else f"texts_{split}.txt"
+    with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+      f.writelines(t + "\n" for t in texts.values())
+
+
+def link_the_rest(corpus: str, out: str) -> None:
+  """build_info.json copied; the audio and the pairwise sets linked."""
+  shutil.copy(os.path.join(corpus, "build_info.json"), out)
+  for folder in ("audio", "pairwise"):
+    if os.path.exists(os.path.join(corpus, folder)) and not os.path.exists(os.path.join(out, folder)):
+      os.symlink(os.path.abspath(os.path.join(corpus, folder)), os.path.join(out, folder))
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--corpus", required=True)
@@ -58,20 +77,10 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   os.makedirs(a.out, exist_ok=True)
   for split in SPLITS:
-    rows = read_rows(a.corpus, split)
-    rows = pronunciation_rows(rows)
-    with open(os.path.join(a.out, f"manifest_{split}.jsonl"), "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
-    if split != "test_real":   # the tokenizer and the text LM read one line per sentence
-      texts = dict((r["orig_text"], r["text"]) for r in rows)
-      name = "texts.txt" if split == "train" else f"texts_{split}.txt"
-      with open(os.path.join(a.out, name), "w", encoding="utf-8") as f:
-        f.writelines(t + "\n" for t in texts.values())
+    rows = pronunciation_rows(read_rows(a.corpus, split))
+    write_split(a.out, split, rows)
     print(f"{split}: {len(rows)} utterances", flush=True)
-  shutil.copy(os.path.join(a.corpus, "build_info.json"), a.out)
-  for folder in ("audio", "pairwise"):
-    if os.path.exists(os.path.join(a.corpus, folder)) and not os.path.exists(os.path.join(a.out, folder)):
-      os.symlink(os.path.abspath(os.path.join(a.corpus, folder)), os.path.join(a.out, folder))
+  link_the_rest(a.corpus, a.out)
   return 0
 
 

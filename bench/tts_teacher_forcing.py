@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     other_text = rows[(len(refs) + 1) % len(rows)]["text"]
     guesses["other_text"] = _predict_next_frames(session, other_text, true_TK, modes[0], rng, spans)
     guesses["delayed"] = np.concatenate([true_TK[:1], true_TK[:-1]], axis=0)
-    refs.append(row["text"])
+    refs.append(row.get("orig_text", row["text"]))   # phone or pronunciation corpora
     for name, frames in guesses.items():
       audio[name].append((session.decode_speech(frames), rate))
       stats[name].append(((frames == true_TK).mean(), (frames[:, 0] == true_TK[:, 0]).mean(),
