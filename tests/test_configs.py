@@ -42,7 +42,8 @@ for _path in glob.glob(os.path.join(configuration.CONFIGS_DIR, "*", "*.gin")):
 # Values for the macros a run file leaves REQUIRED (the user sets them on the command line).
 _REQUIRED_MACROS = {
     "runs/demo.gin": ["DEMO_CACHE = '/cache'", "DEMO_TEXT_TOKENIZER = '/t/spm512.model'",
-                      "DEMO_SPEECH_TOKENIZER = '/t/dmel25'", "DEMO_ASR_MANIFEST = '/m.jsonl'"],
+                      "DEMO_SPEECH_TOKENIZER = '/t/dmel25'", "DEMO_ASR_MANIFEST = '/m.jsonl'",
+                      "DEMO_PAIRWISE = '/pairwise'"],
     "runs/demo_spiritlm.gin": ["DEMO_CACHE = '/cache'"],
     "runs/pretrain.gin": ["TOTAL_STEPS = 10", "BATCH_SIZE = 8", "SEQ_LEN = 64"],
 }

@@ -35,6 +35,7 @@ CORPUS = [
     "DEMO_TEXT_TOKENIZER = '{corpus}/tokenizers/spm512.model'",
     "DEMO_SPEECH_TOKENIZER = '{corpus}/tokenizers/dmel50x4'",
     "DEMO_ASR_MANIFEST = '{corpus}/manifest_validation.jsonl'",
+    "DEMO_PAIRWISE = '{corpus}/pairwise'",
 ]
 # The text LM the pretrained-tower rows start from: the tower's shape as a shared model, trained
 # on the demo_text_lm component of the demo cache alone, without the CTC head.

@@ -66,6 +66,7 @@ MINIATURE_BINDINGS = [
     "train.periodic_eval_every = 3", "asr_eval_hook.max_examples = 2",
     "asr_eval_hook.max_new_tokens = 8",
     "asr_eval_hook.joint_ctc_weight = None",   # joint decoding is still run by slm-eval below
+    "pairwise_eval_hook.max_pairs = 2",
 ]
 
 
@@ -124,7 +125,8 @@ def build_corpus(corpus_dir: str, miniature: bool, timings: dict, sentences: int
 def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
                  sentences: int = 4500, gin_params: Sequence[str] = (),
                  rates: dict | None = None, voices_per_sentence: int = 1) -> list[str]:
-  """Corpus, tokenizers and caches; returns the gin bindings that point training at them.
+  """Corpus, tokenizers, caches and pairwise sets; returns the gin bindings that point training
+  at them.
 
   sentences, voices_per_sentence: the size of a new corpus (an existing one is kept as it is,
   with a note when it was built with other sizes).
@@ -183,11 +185,28 @@ def prepare_data(corpus_dir: str, miniature: bool, timings: dict,
            gin_args + ["cache", "--task", MIXTURE, "--split", ",".join(missing),
                        "--out", os.path.join(cache_root, "{split}"), "--workers", "2",
                        "--overwrite", "--quiet"])
-  # Training also transcribes held-out utterances every few hundred steps (ASR CER curves).
+  # Training also transcribes held-out utterances and scores the pairwise sets every few hundred
+  # steps (ASR CER and pairwise accuracy curves).
+  pairwise = build_pairwise_sets(corpus_dir, miniature, timings)
   return bindings + [
       f"DEMO_ASR_MANIFEST = '{os.path.join(corpus_dir, 'manifest_validation.jsonl')}'",
+      f"DEMO_PAIRWISE = '{pairwise}'",
       f"DEMO_TEXT_TOKENIZER = '{spm_prefix}.model'",
       f"DEMO_SPEECH_TOKENIZER = '{dmel_dir}'"]
+
+
+def build_pairwise_sets(corpus_dir: str, miniature: bool, timings: dict) -> str:
+  """The spoken-LM pairwise sets of the corpus (kept when present); returns their directory.
+  Built before training: its periodic evaluations score them (pairwise accuracy over steps)."""
+  pairwise = os.path.join(corpus_dir, "pairwise")
+  with Stage("pairwise sets", timings):
+    if os.path.exists(os.path.join(pairwise, "info.json")):
+      print(f"pairwise sets present at {pairwise}")
+      return pairwise
+    _run("building the pairwise sets", "slm_jax.tools.evaluate",
+         ["build-pairwise", "--corpus_dir", corpus_dir, "--out", pairwise,
+          "--num_pairs", "4" if miniature else "32"])
+  return pairwise
 
 
 def _build_info(corpus_dir: str) -> dict | None:
@@ -252,11 +271,7 @@ def evaluate(export_dir: str, workdir: str, corpus_dir: str, step: int, miniatur
     if os.path.exists(out):
       print(f"evaluation of step {step} present at {out}")
       return json.load(open(out))
-    pairwise = os.path.join(corpus_dir, "pairwise")
-    if not os.path.exists(os.path.join(pairwise, "info.json")):
-      _run("building the pairwise sets", "slm_jax.tools.evaluate",
-           ["build-pairwise", "--corpus_dir", corpus_dir, "--out", pairwise,
-            "--num_pairs", "4" if miniature else "32"])
+    pairwise = os.path.join(corpus_dir, "pairwise")   # built before training (prepare_data)
     # TTS sentences cost the most (generation, Griffin-Lim and three recognitions each: the
     # answer, the original audio and its resynthesis; about 7.5 s each on 2 cores), so the demo
     # scores 12 of them.

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 import soundfile as sf
@@ -184,3 +185,9 @@ def test_periodic_evaluations_write_curves_during_training(setup, tmp_path):
   tags = plot_metrics.read_scalars(str(tmp_path / "run" / "tensorboard"))
   assert [s for s, _ in tags["eval/asr/test/cer"]] == [2, 4]
   assert "eval/pairwise/toy/text/accuracy" in tags
+  # The hooks only read the live parameters: the same run without them trains identically.
+  gin.clear_config()
+  configuration.parse(["models/tiny.gin", "runs/pretrain.gin"],
+                      params + ["train.periodic_evals=[]"], finalize=False)
+  plain = loop.train(str(tmp_path / "plain"), progress=False)
+  assert [h["loss"] for h in plain["history"]] == [h["loss"] for h in result["history"]]

@@ -64,7 +64,8 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
   finally:
     gin.clear_config()
   out = capsys.readouterr().out
-  for stage in ("corpus", "tokenizers", "caches", "export", "evaluate", "generate"):
+  for stage in ("corpus", "tokenizers", "caches", "pairwise sets", "export", "evaluate",
+                "generate"):
     assert f"== demo: {stage} done" in out, stage
   report = json.loads((run / "report.json").read_text())
   step = report["step"]
@@ -90,6 +91,8 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
   from slm_jax.tools import plot_metrics  # pylint: disable=import-outside-toplevel
   tags = plot_metrics.read_scalars(str(run / "tensorboard"))
   assert any(t.startswith("eval/") and "cer" in t for t in tags), sorted(tags)
+  # ... and the pairwise accuracies, scored on the sets built before training.
+  assert any(t.startswith("eval/pairwise/") and t.endswith("/accuracy") for t in tags), sorted(tags)
   # A rerun finds every stage's output and redoes nothing.
   gin.clear_config()
   try:
@@ -98,7 +101,8 @@ def test_the_miniature_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path, ca
     gin.clear_config()
   out = capsys.readouterr().out
   assert "already trained to step 6" in out
-  for what in ("corpus present", "cache present", f"inference checkpoint of step {step} present",
+  for what in ("corpus present", "cache present", "pairwise sets present",
+               f"inference checkpoint of step {step} present",
                f"evaluation of step {step} present", f"examples of step {step} present"):
     assert what in out, what
 
@@ -188,7 +192,8 @@ def test_demo_long_is_the_demo_recipe_trained_longer():
     for name in ("runs/demo.gin", "runs/demo_long.gin"):
       gin.clear_config()
       configuration.parse([name], ["DEMO_CACHE = 'c'", "DEMO_TEXT_TOKENIZER = 't'",
-                                   "DEMO_SPEECH_TOKENIZER = 's'", "DEMO_ASR_MANIFEST = 'm'"],
+                                   "DEMO_SPEECH_TOKENIZER = 's'", "DEMO_ASR_MANIFEST = 'm'",
+                                   "DEMO_PAIRWISE = 'p'"],
                           finalize=False)
       values[name] = {k: gin.query_parameter(k) for k in (
           "ModelConfig.ctc_alphabet", "ModelConfig.ctc_upsample", "ModelConfig.num_layers",
