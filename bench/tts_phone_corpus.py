@@ -27,7 +27,6 @@ train its tokenizer first at the size sentencepiece allows and give the model th
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -37,7 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from slm_jax.data.corpus import align, flite, fortunes  # noqa: E402
 from slm_jax.data.transcript import normalize_transcript  # noqa: E402
-from tts_prompt_corpus import SPLITS, code, link_the_rest, read_rows, write_split  # noqa: E402
+from tts_prompt_corpus import (SPLITS, code, corpus_args, link_the_rest, read_rows,  # noqa: E402
+                               write_split)
 
 def phone_row(job: tuple[dict, str]) -> dict | None:
   """The row with timed phones for words, or None when flite's speech differs from the row's."""
@@ -62,11 +62,7 @@ def phone_row(job: tuple[dict, str]) -> dict | None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--corpus", required=True)
-  p.add_argument("--out", required=True)
-  a = p.parse_args(argv)
-  os.makedirs(a.out, exist_ok=True)
+  a = corpus_args(__doc__, argv)
   sentence_of = {normalize_transcript(s): s for s in fortunes.fortune_sentences()}
   with multiprocessing.Pool(2) as pool:
     for split in SPLITS:

@@ -70,12 +70,18 @@ def link_the_rest(corpus: str, out: str) -> None:
       os.symlink(os.path.abspath(os.path.join(corpus, folder)), os.path.join(out, folder))
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def corpus_args(doc: str, argv=None) -> argparse.Namespace:
+  """--corpus (a flite demo corpus) and --out (created), the copy's folder."""
+  p = argparse.ArgumentParser(description=doc.split("\n")[0])
   p.add_argument("--corpus", required=True)
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
   os.makedirs(a.out, exist_ok=True)
+  return a
+
+
+def main(argv=None) -> int:
+  a = corpus_args(__doc__, argv)
   for split in SPLITS:
     rows = pronunciation_rows(read_rows(a.corpus, split))
     write_split(a.out, split, rows)
