@@ -30,7 +30,7 @@ from slm_jax.configuration import ConfigError
 from slm_jax.evaluation import asr_eval, eval_sets, generation, pairwise, tts_eval
 from slm_jax.evaluation.likelihood import LikelihoodScorer
 from slm_jax.inference import prompts
-from slm_jax.inference.session import Session
+from slm_jax.inference.session import Session, check_tokenizers
 
 Hook = Callable[[object, object, int], dict]
 
@@ -43,6 +43,14 @@ def eval_tokenizers(text_vocab=None, speech_tokenizer=None) -> tuple:
                       "(e.g. @demo_text_vocab() or @get_text_vocabulary()) and "
                       "eval_tokenizers.speech_tokenizer (e.g. @demo_speech_tokenizer())")
   return text_vocab, speech_tokenizer
+
+
+def check_eval_tokenizers(vocab) -> None:
+  """Raises VocabMismatchError unless the hooks' tokenizers (`eval_tokenizers`) match the run's
+  vocabulary: the train loop calls it before its first step, so a wrong tokenizer fails the run at
+  once instead of at its first periodic evaluation."""
+  text, speech = eval_tokenizers()
+  check_tokenizers(vocab, text, speech, "the periodic evaluations' tokenizers (eval_tokenizers)")
 
 
 def session_of(model, vocab):

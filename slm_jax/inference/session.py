@@ -53,7 +53,7 @@ class Session:
       text_vocab = _default_text_vocab(vocab)
     if speech is None:
       speech = _default_speech_tokenizer(vocab)
-    _check_identity(vocab, text_vocab, speech, directory)
+    check_tokenizers(vocab, text_vocab, speech, directory)
     return cls(model, vocab, text_vocab, speech, info, directory)
 
   @classmethod
@@ -72,7 +72,7 @@ class Session:
     """A live model (e.g. the parameters of a training step) with tokenizers, checked against
     its vocabulary like a loaded checkpoint's."""
     vocab = model.cfg.vocab
-    _check_identity(vocab, text_vocab, speech_tokenizer, directory or "the model")
+    check_tokenizers(vocab, text_vocab, speech_tokenizer, directory or "the model")
     return cls(model, vocab, text_vocab, speech_tokenizer, dict(info or {}), directory)
 
   def engine(self, **kwargs):
@@ -188,7 +188,10 @@ def _default_speech_tokenizer(vocab: UnifiedVocab):
   return None
 
 
-def _check_identity(vocab: UnifiedVocab, text_vocab, speech, where: str) -> None:
+def check_tokenizers(vocab: UnifiedVocab, text_vocab, speech, where: str) -> None:
+  """Raises VocabMismatchError, naming `where`, unless the text tokenizer and the speech tokenizer
+  (either may be None: not checked) are the ones `vocab` was built with: same fingerprints where
+  the vocabulary records them, same sizes and codebooks."""
   if text_vocab is not None:
     if vocab.text_vocab_name and text_vocab.name != vocab.text_vocab_name:
       raise VocabMismatchError(f"{where}: the shipped text tokenizer is {text_vocab.name!r} but the "

@@ -147,6 +147,9 @@ def train(workdir: str, *, total_steps: int = gin.REQUIRED, batch_size: int = gi
     logging.info("resumed from %s/%d", ckpt.directory, start)
   else:
     state, start = warm_start.init_state(run), 0   # the HF text path, if any: step 0 only
+  if periodic_evals and periodic_eval_every:
+    from slm_jax.evaluation.periodic import check_eval_tokenizers  # pylint: disable=import-outside-toplevel
+    check_eval_tokenizers(cfg.vocab)   # now, not after periodic_eval_every steps
   # Only now: a rerun that a checkpoint refused (another model or vocabulary) must not overwrite
   # the record of the run that wrote it. Every configurable the run uses has been called.
   if is_main:

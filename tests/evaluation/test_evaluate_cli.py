@@ -19,7 +19,7 @@ from slm_jax.data.text.byte_vocab import ByteVocab
 from slm_jax.export import inference_checkpoint
 from slm_jax.tools import cli_errors, evaluate, plot_metrics
 from slm_jax.train import loop
-from slm_jax.unified_vocab import UnifiedVocab
+from slm_jax.unified_vocab import UnifiedVocab, VocabMismatchError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "export"))
 import inference_testing  # noqa: E402  pylint: disable=wrong-import-position
@@ -191,3 +191,25 @@ def test_periodic_evaluations_write_curves_during_training(setup, tmp_path):
                       params + ["train.periodic_evals=[]"], finalize=False)
   plain = loop.train(str(tmp_path / "plain"), progress=False)
   assert [h["loss"] for h in plain["history"]] == [h["loss"] for h in result["history"]]
+
+
+def test_a_periodic_evaluations_tokenizer_that_does_not_fit_fails_before_the_first_step(
+    setup, tmp_path):
+  _, corpus, _, _ = setup
+  other_dmel = tmp_path / "dmel8"     # the hooks' dMel: 8 levels where the run's has 16
+  DMelTokenizer(num_levels=8).save(str(other_dmel))
+  params = [p for p in inference_testing.TINY if not p.startswith("UnifiedVocab.")]
+  params += _vocab_overrides() + [
+      "TOTAL_STEPS=4", "BATCH_SIZE=8", "SEQ_LEN=32", "make_mesh.ici_shape={'fsdp': -1}",
+      "import slm_jax.evaluation.periodic", "train.periodic_evals=[@asr_eval_hook()]",
+      "train.periodic_eval_every=2", f"asr_eval_hook.manifest='{corpus}/manifest_test.jsonl'",
+      "get_text_vocabulary.kind='bytes'", "get_speech_tokenizer.kind='dmel'",
+      f"get_speech_tokenizer.path='{other_dmel}'",
+      "eval_tokenizers.text_vocab=@get_text_vocabulary()",
+      "eval_tokenizers.speech_tokenizer=@get_speech_tokenizer()",
+  ]
+  configuration.parse(["models/tiny.gin", "runs/pretrain.gin"], params, finalize=False)
+  with pytest.raises(VocabMismatchError, match="periodic evaluations' tokenizers.*speech tokenizer"):
+    loop.train(str(tmp_path / "run"), progress=False)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "2")
+  assert not os.path.exists(tmp_path / "run" / "operative_config.gin")
