@@ -32,6 +32,18 @@ def test_speech_kinds_come_from_one_table(tmp_path):
     speech.speech_tokenizer_class("mimi")
 
 
+def test_a_default_speech_tokenizer_follows_the_gin_bindings_in_force():
+  """A kind built without files reads the bindings of the moment: a later config (another test,
+  a notebook's second run) must not get the first one's tokenizer."""
+  import gin  # pylint: disable=import-outside-toplevel
+  import slm_jax.data.speech.mel  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  assert get_speech_tokenizer("dmel").mel.n_mels == 80
+  gin.parse_config("MelConfig.n_mels = 40")
+  assert get_speech_tokenizer("dmel").mel.n_mels == 40
+  gin.clear_config()
+  assert get_speech_tokenizer("dmel").mel.n_mels == 80
+
+
 def test_text_kinds_come_from_one_table():
   assert text.TEXT_VOCAB_KINDS == tuple(text.KINDS) == ("sentencepiece", "bytes", "hf_tokenizers")
   assert all(cls.kind == kind for kind, cls in text.KINDS.items())

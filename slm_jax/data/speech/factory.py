@@ -37,12 +37,8 @@ def speech_tokenizer_class(kind: str) -> type[SpeechTokenizer]:
 def get_speech_tokenizer(kind: str = "dmel", path: Optional[str] = None) -> SpeechTokenizer:
   """The speech tokenizer of `kind` saved in `path` ("kmeans": a `slm-data fit-kmeans` output;
   "precomputed": a folder with a speech_tokenizer.json); a kind that needs no files ("dmel")
-  builds its default without a path. Cached per (kind, path)."""
-  return _cached(kind, path)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached(kind: str, path: Optional[str]) -> SpeechTokenizer:
+  builds its default without a path, from the gin bindings in force (built each call, so a
+  changed binding is seen). Loaded ones are cached per (kind, path)."""
   cls = speech_tokenizer_class(kind)
   if not path:
     if cls.needs_files:
@@ -50,6 +46,11 @@ def _cached(kind: str, path: Optional[str]) -> SpeechTokenizer:
           f"speech tokenizer {kind!r} needs a path: the directory it was saved to "
           "(gin: get_speech_tokenizer.path = ...)")
     return cls()
+  return _loaded(kind, path)
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded(kind: str, path: str) -> SpeechTokenizer:
   tok = load_speech_tokenizer(path)
   if tok.kind != kind:
     raise SpeechTokenizerError(f"{path} holds a {tok.kind!r} speech tokenizer, not {kind!r}")
