@@ -9,8 +9,9 @@
    saves the dMel speech tokenizer (80 bins x 16 levels at 50 Hz, 4 frames
    per position)                                                           slm-data train-spm
 3. caches the demo mixture (ASR + TTS + a little text LM) for train and validation  slm-data cache
+   and builds the spoken-LM pairwise sets                                  slm-eval build-pairwise
 4. trains the demo model (configs/runs/demo.gin) with the grain pipeline: checkpoints, TensorBoard
-   logs (losses, and held-out ASR CER over steps)                          slm-train
+   logs (losses, and held-out ASR CER and pairwise accuracy over steps)    slm-train
 5. exports an inference checkpoint                                         slm-export
 6. evaluates it: ASR CER/WER on the held-out flite utterances (per voice) and on real recordings,
    TTS loopback WER (generated speech -> Griffin-Lim -> pocketsphinx) beside the tokenizer's
