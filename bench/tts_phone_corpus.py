@@ -27,17 +27,17 @@ train its tokenizer first at the size sentencepiece allows and give the model th
 """
 from __future__ import annotations
 
-import json
-import multiprocessing
+import concurrent.futures
+import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tts_prompt_corpus
 
 from slm_jax.data.corpus import align, flite, fortunes  # noqa: E402
 from slm_jax.data.transcript import normalize_transcript  # noqa: E402
-from tts_prompt_corpus import (SPLITS, code, corpus_args, link_the_rest, read_rows,  # noqa: E402
-                               write_split)
+from tts_prompt_corpus import code, corpus_args, write_corpus  # noqa: E402
 
 def phone_row(job: tuple[dict, str]) -> dict | None:
   """The row with timed phones for words, or None when flite's speech differs from the row's."""
@@ -61,25 +61,24 @@ def phone_row(job: tuple[dict, str]) -> dict | None:
               word_starts=starts, word_ends=ends)
 
 
+def phone_rows(pool, sentence_of: dict, split: str, rows: list[dict]) -> list[dict]:
+  """The split's rows with timed phones (respoken by flite from `pool`'s threads); the real recordings with their
+  words' isolated pronunciations, untimed."""
+  if split == "test_real":
+    prons = flite.batch_pronunciations([r["text"].split() for r in rows])
+    return [dict({k: v for k, v in r.items() if not k.startswith("word")}, orig_text=r["text"],
+                 text=" ".join(code(ph) for w in pr for ph in w))
+            for r, pr in zip(rows, prons) if not isinstance(pr, Exception)]
+  jobs = [(r, sentence_of[r["text"]]) for r in rows
+          if r["speaker"].startswith("flite-") and r["text"] in sentence_of]
+  return [r for r in pool.map(phone_row, jobs) if r is not None]
+
+
 def main(argv=None) -> int:
-  a = corpus_args(__doc__, argv)
+  args = corpus_args(__doc__, argv)
   sentence_of = {normalize_transcript(s): s for s in fortunes.fortune_sentences()}
-  with multiprocessing.Pool(2) as pool:
-    for split in SPLITS:
-      rows = read_rows(a.corpus, split)
-      if split == "test_real":
-        prons = flite.batch_pronunciations([r["text"].split() for r in rows])
-        out = [dict({k: v for k, v in r.items() if not k.startswith("word")}, orig_text=r["text"],
-                    text=" ".join(code(ph) for w in pr for ph in w))
-               for r, pr in zip(rows, prons) if not isinstance(pr, Exception)]
-      else:
-        jobs = [(r, sentence_of[r["text"]]) for r in rows
-                if r["speaker"].startswith("flite-") and r["text"] in sentence_of]
-        out = [r for r in pool.map(phone_row, jobs, chunksize=32) if r is not None]
-      write_split(a.out, split, out)
-      print(f"{split}: {len(out)} of {len(rows)} utterances", flush=True)
-  link_the_rest(a.corpus, a.out)
-  return 0
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:   # the work is flite's, in its processes
+    return write_corpus(args, functools.partial(phone_rows, pool, sentence_of))
 
 
 if __name__ == "__main__":

@@ -80,14 +80,20 @@ def corpus_args(doc: str, argv=None) -> argparse.Namespace:
   return a
 
 
-def main(argv=None) -> int:
-  a = corpus_args(__doc__, argv)
+def write_corpus(args: argparse.Namespace, rows_of) -> int:
+  """Each split's rows through `rows_of(split, rows) -> rows`, written to args.out; the rest
+  linked."""
   for split in SPLITS:
-    rows = pronunciation_rows(read_rows(a.corpus, split))
-    write_split(a.out, split, rows)
-    print(f"{split}: {len(rows)} utterances", flush=True)
-  link_the_rest(a.corpus, a.out)
+    rows = read_rows(args.corpus, split)
+    out = rows_of(split, rows)
+    write_split(args.out, split, out)
+    print(f"{split}: {len(out)} of {len(rows)} utterances", flush=True)
+  link_the_rest(args.corpus, args.out)
   return 0
+
+
+def main(argv=None) -> int:
+  return write_corpus(corpus_args(__doc__, argv), lambda split, rows: pronunciation_rows(rows))
 
 
 if __name__ == "__main__":
