@@ -25,6 +25,9 @@ The columns say why: per-channel accuracy and level error against the truth (few
 the text control's (does the prediction depend on what it is asked to say), and, for dMel, the
 mean level change between consecutive 20 ms frames and the spread of levels across mel bins
 within a frame, beside the true frames' (smoothed spectra would show lower values than the truth's).
+With several mel frames per position (dMel `stack`), the level error of each stacked frame is
+printed too: how the prediction degrades with distance from the last frame heard. Read the
+columns beside bench/dmel_error_structure.py's table (which errors speech survives).
 """
 from __future__ import annotations
 
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
   modes = args.channel_decode or ["argmax"]
   names = [f"model/{m}" for m in modes] + ["other_text", "delayed"]
   refs, audio, stats = [], {n: [] for n in names}, {n: [] for n in names}
-  truth_texture = []
+  truth_texture, by_frame = [], {n: [] for n in names}
   n_mels = getattr(getattr(session.speech_tokenizer, "mel", None), "n_mels", None)
   rng = np.random.default_rng(0)
   for row in rows:
@@ -148,6 +151,7 @@ def main(argv=None) -> int:
       audio[name].append((session.decode_speech(frames), rate))
       stats[name].append(((frames == true_TK).mean(), (frames[:, 0] == true_TK[:, 0]).mean(),
                           np.abs(frames - true_TK).mean()) + _texture(frames, n_mels))
+      by_frame[name].append(_error_by_frame(frames, true_TK, n_mels))
     truth_texture.append(_texture(true_TK, n_mels))
   print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} cpus; "
         f"{' '.join(sys.argv)}")
@@ -168,7 +172,22 @@ def main(argv=None) -> int:
       print(f"|   {ref!r} -> {hyp!r} | | | | | | | |")
   change, spread = np.mean(truth_texture, axis=0)
   print(f"| (the true frames) | | | | | | {change:.3f} | {spread:.3f} |")
+  if n_mels and session.vocab.num_channels > n_mels:
+    print("\nmean |level error| by stacked frame within a position (1 = the frame right after the "
+          "last one heard):\n")
+    for name in names:
+      errors = " / ".join(f"{e:.2f}" for e in np.mean(by_frame[name], axis=0))
+      print(f"- {labels[name]}: {errors}")
   return 0
+
+
+def _error_by_frame(frames_TK: np.ndarray, true_TK: np.ndarray, n_mels: int | None) -> np.ndarray:
+  """float[stack]: mean |level error| of each stacked mel frame of a position (dMel with stack > 1;
+  an empty array otherwise)."""
+  if not n_mels or frames_TK.shape[1] % n_mels:
+    return np.zeros([0])
+  diff = np.abs(frames_TK.astype(np.float64) - true_TK).reshape(len(frames_TK), -1, n_mels)
+  return diff.mean(axis=(0, 2))
 
 
 def _texture(frames_TK: np.ndarray, n_mels: int | None) -> tuple[float, float]:
