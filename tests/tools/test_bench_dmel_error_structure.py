@@ -1,25 +1,14 @@
 """bench/dmel_error_structure.py: each perturbation does what its row says, on levels with known
 answers (the bench's table is only as good as these)."""
-import importlib.util
-import os
-
 import numpy as np
-
-
-def _bench(repo_root):
-  spec = importlib.util.spec_from_file_location(
-      "bench_dmel_error_structure", os.path.join(repo_root, "bench", "dmel_error_structure.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _levels(t=12, m=80, seed=0):
   return np.random.default_rng(seed).integers(1, 14, size=(t, m)).astype(np.float64)
 
 
-def test_one_step_moves_every_level_by_exactly_one(repo_root):
-  bench = _bench(repo_root)
+def test_one_step_moves_every_level_by_exactly_one(load_bench):
+  bench = load_bench("dmel_error_structure")
   x = _levels()
   y = bench._steps(x, np.random.default_rng(1), 15)
   np.testing.assert_array_equal(np.abs(y - x), 1.0)
@@ -27,8 +16,8 @@ def test_one_step_moves_every_level_by_exactly_one(repo_root):
   assert edge.min() == 0.0 and set(np.unique(edge)) <= {0.0, 1.0}   # clipped at level 0
 
 
-def test_noise_is_rounded_shared_within_positions_or_across_bins(repo_root):
-  bench = _bench(repo_root)
+def test_noise_is_rounded_shared_within_positions_or_across_bins(load_bench):
+  bench = load_bench("dmel_error_structure")
   x = _levels(t=4000)
   rounded = bench._noise(x, np.random.default_rng(2), 15)
   np.testing.assert_array_equal(rounded, np.rint(rounded))
@@ -45,8 +34,8 @@ def test_noise_is_rounded_shared_within_positions_or_across_bins(repo_root):
   assert abs(neighbours - 2 / 3) < 0.05 and abs(bins.std() - 1.0) < 0.05
 
 
-def test_run_means_and_delay(repo_root):
-  bench = _bench(repo_root)
+def test_run_means_and_delay(load_bench):
+  bench = load_bench("dmel_error_structure")
   x = _levels(t=10)
   y = bench._mean_runs(x, 4)
   np.testing.assert_allclose(y[:4], np.repeat(x[:4].mean(0, keepdims=True), 4, axis=0))

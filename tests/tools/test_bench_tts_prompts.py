@@ -1,6 +1,5 @@
 """bench/tts_prompt_corpus.py and bench/tts_phone_corpus.py (the phone-prompt and
 phone-interleaving ablations' corpora) and bench/tts_loopback.py's sentence selection."""
-import importlib.util
 import json
 import os
 import shutil
@@ -8,21 +7,13 @@ import shutil
 import pytest
 
 
-def _load(repo_root, name):
-  spec = importlib.util.spec_from_file_location(f"bench_{name}",
-                                                os.path.join(repo_root, "bench", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _write(path, rows):
   with open(path, "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def test_pronunciation_corpus_keeps_words_timings_and_transcripts(repo_root, tmp_path):
-  bench = _load(repo_root, "tts_prompt_corpus")
+def test_pronunciation_corpus_keeps_words_timings_and_transcripts(load_bench, tmp_path):
+  bench = load_bench("tts_prompt_corpus")
   src, out = tmp_path / "corpus", tmp_path / "out"
   src.mkdir()
   (src / "audio").mkdir()
@@ -45,14 +36,14 @@ def test_pronunciation_corpus_keeps_words_timings_and_transcripts(repo_root, tmp
   assert not (out / "manifest_test.jsonl").read_text()   # a split the corpus lacks: empty
 
 
-def test_loopback_reads_the_first_distinct_sentences(repo_root, tmp_path):
-  bench = _load(repo_root, "tts_loopback")
+def test_loopback_reads_the_first_distinct_sentences(load_bench, tmp_path):
+  bench = load_bench("tts_loopback")
   _write(tmp_path / "m.jsonl", [{"text": t} for t in ("a b", "a b", "c", "d e", "f")])
   assert [r["text"] for r in bench.distinct_rows(str(tmp_path / "m.jsonl"), 3)] == ["a b", "c", "d e"]
 
 
-def test_phone_codes_are_two_letters(repo_root):
-  bench = _load(repo_root, "tts_prompt_corpus")
+def test_phone_codes_are_two_letters(load_bench):
+  bench = load_bench("tts_prompt_corpus")
   assert [bench.code(p) for p in ("ah", "n", "ng")] == ["ah", "nn", "ng"]
   with pytest.raises(SystemExit):
     bench.main(["--corpus"])   # argparse: a clear usage error
@@ -60,10 +51,10 @@ def test_phone_codes_are_two_letters(repo_root):
 
 @pytest.mark.skipif(not shutil.which("flite") or not os.path.isdir("/usr/share/games/fortunes"),
                     reason="needs Debian's flite and fortunes (make apt)")
-def test_phone_corpus_times_every_spoken_phone(repo_root, tmp_path):
+def test_phone_corpus_times_every_spoken_phone(load_bench, tmp_path):
   from slm_jax.data.corpus import flite, fortunes  # pylint: disable=import-outside-toplevel
   from slm_jax.data.transcript import normalize_transcript  # pylint: disable=import-outside-toplevel
-  bench = _load(repo_root, "tts_phone_corpus")
+  bench = load_bench("tts_phone_corpus")
   for sentence in fortunes.fortune_sentences()[:20]:   # the first that flite reads word for word
     text = normalize_transcript(sentence)
     try:

@@ -1,20 +1,9 @@
 """bench/tts_teacher_forcing.py's readings of the model's logits and its per-frame error column."""
-import importlib.util
-import os
-
 import numpy as np
 
 
-def _bench(repo_root):
-  spec = importlib.util.spec_from_file_location(
-      "bench_tts_teacher_forcing", os.path.join(repo_root, "bench", "tts_teacher_forcing.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_levels_read_by_argmax_and_rounded_expectation(repo_root):
-  bench = _bench(repo_root)
+def test_levels_read_by_argmax_and_rounded_expectation(load_bench):
+  bench = load_bench("tts_teacher_forcing")
   logits = np.log(np.array([[0.5, 0.0, 0.5], [0.1, 0.2, 0.7]]) + 1e-12).astype(np.float32)
   np.testing.assert_array_equal(bench._pick(logits, "argmax", None), [0, 2])
   np.testing.assert_array_equal(bench._pick(logits, "mean", None), [1, 2])   # 1.0 and 1.6
@@ -22,8 +11,8 @@ def test_levels_read_by_argmax_and_rounded_expectation(repo_root):
   assert set(np.unique(draws)) == {0, 2} and abs(draws.mean() - 1.0) < 0.1
 
 
-def test_error_by_stacked_frame(repo_root):
-  bench = _bench(repo_root)
+def test_error_by_stacked_frame(load_bench):
+  bench = load_bench("tts_teacher_forcing")
   truth = np.zeros((5, 3 * 4), np.int32)                     # 3 mel bins, 4 frames a position
   guess = truth.copy()
   guess[:, 3:6] = 1                                          # frame 2 off by one level
