@@ -96,12 +96,9 @@ def _predict_next_frames(session, text: str, frames_TK: np.ndarray, how: str = "
   rng = rng or np.random.default_rng(0)
   first = _pick(logits[:, v.speech_start:v.speech_start + v.speech_codebook_sizes[0]], how, rng)
   out = [first[:, None]]
-  channel = model.heads.channel_logits(h_TD)
-  if channel is not None:
-    sizes = np.asarray(v.extra_codebook_sizes)
-    size = int(sizes.max())
-    masked = jnp.where(jnp.arange(size) < jnp.asarray(sizes)[:, None], channel, -1e9)
-    out.append(_pick(masked, how, rng))
+  if v.num_channels > 1:   # as generation chooses them (frame by frame under sequential read-out)
+    out.append(np.asarray(model.heads.choose_channels(
+        h_TD, jnp.asarray(first), lambda logits, _: jnp.asarray(_pick(logits, how, rng)))))
   return np.concatenate(out, axis=1).astype(np.int32)
 
 

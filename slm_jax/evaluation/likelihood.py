@@ -43,7 +43,9 @@ class LikelihoodScorer:
     target_BL = tokens_BL[:, 1:]
     lp_BL = jnp.take_along_axis(logp_BLV, target_BL[..., None], axis=-1)[..., 0]
     if self.k_extra:
-      ch_logp_BLKC = jax.nn.log_softmax(model.heads.channel_logits(h_BLD), axis=-1)
+      frame_BLK = jnp.concatenate([(target_BL - self.vocab.speech_start)[..., None],
+                                   codes_BLK[:, 1:]], axis=-1)   # the predicted frames
+      ch_logp_BLKC = jax.nn.log_softmax(model.heads.channel_logits(h_BLD, frame_BLK), axis=-1)
       ch_BLK = jnp.take_along_axis(ch_logp_BLKC, codes_BLK[:, 1:, :, None], axis=-1)[..., 0]
       lp_BL = lp_BL + jnp.where(self.vocab.is_speech(target_BL), ch_BLK.sum(-1), 0.0)
     return jnp.pad(lp_BL, ((0, 0), (1, 0)))

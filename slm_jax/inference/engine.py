@@ -131,9 +131,10 @@ class Engine:
     token_B = sampling.sample(sampling.apply_mask(logits_BV, allowed_BV), tok_key_B2,
                               s.temperature, s.top_k, s.top_p)
     if self.num_extra:
-      ch_logits_BKC = model.heads.channel_logits(h_BD)
       temp = s.temperature if s.channel_temperature is None else s.channel_temperature
-      codes_BK = sample_channels(ch_logits_BKC, ch_key_B2, temp)
+      codes_BK = model.heads.choose_channels(
+          h_BD, token_B - self.vocab.speech_start,
+          lambda logits, frame: sample_channels(logits, sampling.fold_keys(ch_key_B2, frame), temp))
       codes_BK = jnp.where(self.vocab.is_speech(token_B)[:, None], codes_BK, 0)
     else:
       codes_BK = jnp.zeros(token_B.shape + (0,), jnp.int32)

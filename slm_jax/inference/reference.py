@@ -39,7 +39,8 @@ def greedy_uncached(model, prompt_ids, max_new_tokens: int, max_length: int, mod
     allowed = sampling.allowed_ids(ids, mode_1, modality_1, logits_1V.shape[-1])
     token = jnp.argmax(sampling.apply_mask(logits_1V, allowed), -1).astype(jnp.int32)
     if k_extra:
-      codes = jnp.argmax(m.heads.channel_logits(h_1D), -1).astype(jnp.int32)
+      codes = m.heads.choose_channels(h_1D, token - cfg.vocab.speech_start,
+                                      lambda logits, _: jnp.argmax(logits, -1))
       codes = jnp.where(cfg.vocab.is_speech(token)[:, None], codes, 0)
     else:
       codes = jnp.zeros((1, 0), jnp.int32)

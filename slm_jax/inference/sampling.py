@@ -98,6 +98,11 @@ def split_keys(keys_B2: jax.Array) -> tuple[jax.Array, jax.Array]:
   return both[:, 0], both[:, 1]
 
 
+def fold_keys(keys_B2: jax.Array, n: int) -> jax.Array:
+  """Per-row keys for the n-th of several draws from the same keys (n = 0: the keys themselves)."""
+  return keys_B2 if n == 0 else jax.vmap(lambda k: jax.random.fold_in(k, n))(keys_B2)
+
+
 def row_keys(seeds_B: jax.Array) -> jax.Array:
   """uint32[B, 2] raw PRNG keys, one per request seed."""
   return jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(seeds_B)

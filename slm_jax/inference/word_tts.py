@@ -81,7 +81,8 @@ def _compiled(graphdef):
     real_V = (v_V < vocab.size) & (v_V != PAD_ID) & (v_V != BOS_ID)
     token_B = jnp.argmax(jnp.where(real_V, logits_BV, -1e30), axis=-1).astype(jnp.int32)
     if vocab.num_channels > 1:
-      codes_BK = jnp.argmax(model.heads.channel_logits(h_BD), axis=-1).astype(jnp.int32)
+      codes_BK = model.heads.choose_channels(h_BD, token_B - vocab.speech_start,
+                                             lambda logits, _: jnp.argmax(logits, -1))
       codes_BK = jnp.where(vocab.is_speech(token_B)[:, None], codes_BK, 0)
     else:
       codes_BK = jnp.zeros(token_B.shape + (0,), jnp.int32)

@@ -68,6 +68,10 @@ class ModelConfig:
   # Task tags (e.g. ("[ASR]",)) whose segments' speech is read whole: the decoder's self-attention
   # sees each such speech span bidirectionally, like an encoder (models/attention_order.py).
   bidirectional_speech_tags: tuple = ()
+  # F > 1: the K speech channels are F frames of K / F bins (dMel's stacked frames, frame-major)
+  # read one after another: frame j's channel logits also see the levels of frame j - 1
+  # (teacher-forced in training, chosen ones in generation; models/heads.py). 1: all at once.
+  speech_readout_frames: int = 1
   # "shared": one decoder over the unified stream; "zipper": a text and a speech tower fused by
   # gated cross-attention (models/zipper.py), shaped by `zipper_text` / `zipper_speech` (the
   # layer/width fields above then do not apply) and `zipper_speech_specials` (specials that feed
@@ -102,6 +106,11 @@ class ModelConfig:
           raise ConfigError(f"ModelConfig.{name}: num_layers={t.num_layers} must be >= 1 and "
                             f"cross_every={t.cross_every} >= 0")
         self.tower(name.split("_")[1])    # validates heads and widths
+    if self.speech_readout_frames < 1 or self.vocab.num_channels % self.speech_readout_frames:
+      raise ConfigError(f"speech_readout_frames={self.speech_readout_frames} must be >= 1 and divide "
+                        f"the {self.vocab.num_channels} speech channels (e.g. dMel's stack)")
+    if self.speech_readout_frames > 1 and self.architecture != "shared":
+      raise ConfigError("ModelConfig.speech_readout_frames > 1 applies to the shared decoder only")
     if self.ctc_upsample < 1:
       raise ConfigError(f"ctc_upsample={self.ctc_upsample} must be >= 1 (CTC outputs per position)")
     ctc_spelling.check_alphabet(self.ctc_alphabet)

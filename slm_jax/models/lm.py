@@ -1,6 +1,7 @@
 """The shared-decoder speech-text LM: towers -> decoder stack -> final norm -> heads."""
 from __future__ import annotations
 
+import jax.numpy as jnp
 from flax import nnx
 
 from slm_jax.models import kv_cache
@@ -56,7 +57,15 @@ class SpeechTextLM(nnx.Module):
     return attention_order(tokens, segment_ids, positions, self.cfg.vocab, tags) if tags else None
 
   def logits(self, tokens, segment_ids, positions, speech_codes=None):
-    """Full logits (for tests, evaluation and generation): ([B, L, V], [B, L, K-1, C] | None)."""
+    """Full logits (for tests, evaluation and generation): ([B, L, V], [B, L, K-1, C] | None).
+
+    A sequential speech read-out (`ModelConfig.speech_readout_frames` > 1) is teacher-forced on
+    the sequence's own next frames (the last position on level 0)."""
     h_BLD = self(tokens, segment_ids, positions, speech_codes)
-    return self.heads.logits(h_BLD), self.heads.channel_logits(h_BLD)
+    frame_BLK = None
+    if self.cfg.speech_readout_frames > 1 and speech_codes is not None:
+      frame_BLK = jnp.concatenate([(tokens - self.cfg.vocab.speech_start)[..., None], speech_codes],
+                                  axis=-1)
+      frame_BLK = jnp.pad(frame_BLK[:, 1:], ((0, 0), (0, 1), (0, 0)))
+    return self.heads.logits(h_BLD), self.heads.channel_logits(h_BLD, frame_BLK)
 

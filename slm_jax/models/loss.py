@@ -102,15 +102,19 @@ def _num_chunks(b: int, l: int, chunk_size: int) -> int:
   return l // per_row
 
 
-def _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL):
-  """Summed cross-entropy per speech channel [K-1], the heads evaluated at every position."""
-  logits_BLKC = heads.channel_logits(h)
+def _dense_channel_ce(heads, h, target_frame_BLK, speech_w_BL):
+  """Summed cross-entropy per speech channel [K-1], the heads evaluated at every position.
+
+  target_frame: the predicted frame's K channels (channel 0's level, then the K-1 targets), which
+  a sequential read-out is teacher-forced on."""
+  logits_BLKC = heads.channel_logits(h, target_frame_BLK)
+  target_codes_BLK = target_frame_BLK[..., 1:]
   lse_BLK = jax.nn.logsumexp(logits_BLKC, axis=-1)
   target_BLK = jnp.take_along_axis(logits_BLKC, target_codes_BLK[..., None], axis=-1)[..., 0]
   return ((lse_BLK - target_BLK) * speech_w_BL[..., None]).sum((0, 1))
 
 
-def _channel_ce_sums(heads, h, target_codes_BLK, speech_w_BL, capacity: float | None):
+def _channel_ce_sums(heads, h, target_frame_BLK, speech_w_BL, capacity: float | None):
   """`_dense_channel_ce`, with the heads evaluated only where speech_w > 0 when that fits.
 
   The chunk's rows split into G groups, one per shard of the batch axis (so every gather stays
@@ -119,13 +123,13 @@ def _channel_ce_sums(heads, h, target_codes_BLK, speech_w_BL, capacity: float | 
   such positions the chunk runs dense instead (`lax.cond`), so no target is ever dropped.
   """
   if capacity is None:
-    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+    return _dense_channel_ce(heads, h, target_frame_BLK, speech_w_BL)
   b, l = speech_w_BL.shape
   groups = math.gcd(b, batch_shards())
   n = (b // groups) * l
   m = max(1, math.ceil(capacity * n))
   if m >= n:
-    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+    return _dense_channel_ce(heads, h, target_frame_BLK, speech_w_BL)
 
   def grouped(x):   # [B, L, ...] -> [G, N, ...], N = (B / G) x L positions of a group
     return x.reshape((groups, n) + x.shape[2:])
@@ -140,10 +144,10 @@ def _channel_ce_sums(heads, h, target_codes_BLK, speech_w_BL, capacity: float | 
     used_GM = jnp.arange(m)[None, :] < count_G[:, None]
     w_GM = jnp.where(used_GM, take(w_GN), 0.0)
     return _dense_channel_ce(heads, jax.tree.map(lambda x: take(grouped(x)), h),
-                             take(grouped(target_codes_BLK)), w_GM)
+                             take(grouped(target_frame_BLK)), w_GM)
 
   def dense(_):
-    return _dense_channel_ce(heads, h, target_codes_BLK, speech_w_BL)
+    return _dense_channel_ce(heads, h, target_frame_BLK, speech_w_BL)
 
   return jax.lax.cond(count_G.max() <= m, compact, dense, None)
 
@@ -183,7 +187,8 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
         "correct": ((jnp.argmax(logits_BLV, -1) == c["t"]) * w).sum(),
     }
     if k_extra:   # [K-1]
-      out["channel_ce"] = _channel_ce_sums(heads, c["h"], c["tc"], speech_w, channel_head_capacity)
+      frame = jnp.concatenate([(c["t"] - cfg.vocab.speech_start)[..., None], c["tc"]], axis=-1)
+      out["channel_ce"] = _channel_ce_sums(heads, c["h"], frame, speech_w, channel_head_capacity)
     return out
 
   if remat:

@@ -248,9 +248,12 @@ class ZipperHeads:
   def logits(self, h: ZipperHidden):
     return jnp.where(h.speech_BL[..., None], self.speech.logits(h.speech), self.text.logits(h.text))
 
-  def channel_logits(self, h: ZipperHidden):
+  def channel_logits(self, h: ZipperHidden, frame_NK=None):
     """Speech channels 1..K-1 come from the speech tower (the tower of speech positions)."""
-    return self.speech.channel_logits(h.speech)
+    return self.speech.channel_logits(h.speech, frame_NK)
+
+  def choose_channels(self, h: ZipperHidden, level0_N, pick):
+    return self.speech.choose_channels(h.speech, level0_N, pick)
 
   def ctc_logits(self, h: ZipperHidden):
     """The auxiliary CTC head (models/ctc.py) reads the speech tower's hidden states; the loss

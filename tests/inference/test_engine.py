@@ -55,7 +55,8 @@ def run_engine(engine, prompt_list, max_new, mode="any", codes=None, seeds=None)
     dict(),                                                   # K = 1, scanned
     dict(scan_layers=False, text_tower_layers=1, speech_tower_layers=1),
     dict(k_sizes=(24, 16, 8)),                                # K = 3 speech channels
-], ids=["k1", "towers_unrolled", "k3"])
+    dict(k_sizes=(16,) * 6, speech_readout_frames=3),         # 3 frames of 2, read in turn
+], ids=["k1", "towers_unrolled", "k3", "k6_sequential"])
 def test_cached_greedy_equals_full_recomputation(cfg_kw):
   model = build(tiny(**cfg_kw), seed=1)
   engine = Engine(model, slots=4, max_length=MAX_LEN, steps_per_call=5, stop_ids=())

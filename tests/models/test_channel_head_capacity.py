@@ -52,9 +52,10 @@ def test_gathered_path_is_taken_and_fallback_keeps_every_target(setup):
   for targets in (4, 5):   # capacity 0.25 of 16 positions = 4 slots
     w = np.zeros((2, 8), np.float32)
     w.flat[np.random.default_rng(targets).choice(16, targets, replace=False)] = 1.0
-    dense = loss_lib._dense_channel_ce(model.heads, hidden, codes, jnp.asarray(w))
+    frame = jnp.concatenate([jnp.zeros((2, 8, 1), jnp.int32), codes], -1)   # channel 0, then 1..K-1
+    dense = loss_lib._dense_channel_ce(model.heads, hidden, frame, jnp.asarray(w))
     got = jax.jit(lambda h, c, w: loss_lib._channel_ce_sums(model.heads, h, c, w, 0.25))(
-        hidden, codes, jnp.asarray(w))
+        hidden, frame, jnp.asarray(w))
     np.testing.assert_allclose(np.asarray(got), np.asarray(dense), rtol=1e-6)
 
 
@@ -62,7 +63,7 @@ def test_gathered_path_skips_non_speech_positions(setup):
   """Garbage hidden states at positions without a speech target never reach the loss."""
   cfg, model, _ = setup
   h = jax.random.normal(jax.random.key(3), (2, 8, cfg.embed_dim))
-  codes = jax.random.randint(jax.random.key(4), (2, 8, len(K8) - 1), 0, min(K8[1:]))
+  codes = jax.random.randint(jax.random.key(4), (2, 8, len(K8)), 0, min(K8[1:]))   # K channels
   w = jnp.asarray(np.tile([1, 0, 0, 1, 0, 0, 0, 0], (2, 1)), jnp.float32)
   bad = jnp.where(w[..., None] > 0, h, jnp.nan)
   got = loss_lib._channel_ce_sums(model.heads, bad, codes, w, 0.5)
