@@ -75,7 +75,7 @@ demo-long: apt
 demo-corpus: $(CORPUS_STAMP)
 	$(PY) -m slm_jax.tools.demo --corpus_only $(CORPUS_ARGS)
 
-# The whole CPU suite (687 tests, 8-29 min on 2 cores by the day's machine), slow and multi-process
+# The whole CPU suite (693 tests, 8-29 min on 2 cores by the day's machine), slow and multi-process
 # tests included.
 test: apt $(STAMP)
 	$(RUN) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not gpu and not tpu" $(TEST_ARGS)
