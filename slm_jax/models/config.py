@@ -107,8 +107,8 @@ class ModelConfig:
                             f"cross_every={t.cross_every} >= 0")
         self.tower(name.split("_")[1])    # validates heads and widths
     if self.speech_readout_frames < 1 or self.vocab.num_channels % self.speech_readout_frames:
-      raise ConfigError(f"speech_readout_frames={self.speech_readout_frames} must be >= 1 and divide "
-                        f"the {self.vocab.num_channels} speech channels (e.g. dMel's stack)")
+      raise ConfigError(f"speech_readout_frames={self.speech_readout_frames} must be >= 1 and "
+                        f"divide the {self.vocab.num_channels} speech channels (e.g. dMel's stack)")
     if self.speech_readout_frames > 1 and self.architecture != "shared":
       raise ConfigError("ModelConfig.speech_readout_frames > 1 applies to the shared decoder only")
     if self.ctc_upsample < 1:
