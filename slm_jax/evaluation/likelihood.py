@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from slm_jax.models.heads import predicted_frame
+
 
 @dataclasses.dataclass(frozen=True)
 class ScoredSequence:
@@ -43,8 +45,7 @@ class LikelihoodScorer:
     target_BL = tokens_BL[:, 1:]
     lp_BL = jnp.take_along_axis(logp_BLV, target_BL[..., None], axis=-1)[..., 0]
     if self.k_extra:
-      frame_BLK = jnp.concatenate([(target_BL - self.vocab.speech_start)[..., None],
-                                   codes_BLK[:, 1:]], axis=-1)   # the predicted frames
+      frame_BLK = predicted_frame(self.vocab, target_BL, codes_BLK[:, 1:])
       ch_logp_BLKC = jax.nn.log_softmax(model.heads.channel_logits(h_BLD, frame_BLK), axis=-1)
       ch_BLK = jnp.take_along_axis(ch_logp_BLKC, codes_BLK[:, 1:, :, None], axis=-1)[..., 0]
       lp_BL = lp_BL + jnp.where(self.vocab.is_speech(target_BL), ch_BLK.sum(-1), 0.0)

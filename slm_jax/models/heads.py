@@ -22,6 +22,13 @@ from slm_jax.models.towers import TokenEmbedding
 NEG_INF = -1e30  # finite, so masked logits never produce NaN in (logit - lse)
 
 
+def predicted_frame(vocab, target_ids, target_codes):
+  """int32[..., K]: the speech frame a position predicts (channel 0's level from its target id,
+  then channels 1..K-1), what a sequential read-out is teacher-forced on; non-speech targets
+  give an out-of-range channel 0, which adds nothing."""
+  return jnp.concatenate([(target_ids - vocab.speech_start)[..., None], target_codes], axis=-1)
+
+
 class OutputHeads(nnx.Module):
   def __init__(self, cfg: ModelConfig, embed: TokenEmbedding, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -77,8 +84,7 @@ class OutputHeads(nnx.Module):
     """
     if self.channel_kernel is None:
       return None
-    out = jnp.einsum("...d,dkc->...kc", x_ND.astype(self.dtype),
-                     self.channel_kernel[...].astype(self.dtype)).astype(jnp.float32)
+    out = self._parallel_logits(x_ND)
     if self.frame_context is not None:
       if frame_NK is None:
         raise ValueError("sequential speech read-out (ModelConfig.speech_readout_frames > 1) needs "
@@ -99,8 +105,7 @@ class OutputHeads(nnx.Module):
     if self.frame_context is None:
       return pick(self.channel_logits(x_ND), 0).astype(jnp.int32)
     f, m = self.readout_frames, self.frame_context.shape[0]
-    base = jnp.einsum("...d,dkc->...kc", x_ND.astype(self.dtype),
-                      self.channel_kernel[...].astype(self.dtype)).astype(jnp.float32)
+    base = self._parallel_logits(x_ND)
     chosen, previous = [], None
     for j in range(f):
       span = slice(max(j * m - 1, 0), (j + 1) * m - 1)    # frame j's channels among 1..K-1
@@ -112,6 +117,11 @@ class OutputHeads(nnx.Module):
       previous = jnp.concatenate([level0_N[..., None].astype(jnp.int32), codes], -1) if j == 0 \
           else codes
     return jnp.concatenate(chosen, axis=-1)
+
+  def _parallel_logits(self, x_ND):
+    """Unmasked float32 [..., K-1, C_max]: each channel read from the hidden state alone."""
+    return jnp.einsum("...d,dkc->...kc", x_ND.astype(self.dtype),
+                      self.channel_kernel[...].astype(self.dtype)).astype(jnp.float32)
 
   def _context_logits(self, prev_NFM, span: slice):
     """Logits [..., F' x M, C_max] of the channels in `span` (frames 1.. of it, M each) from the

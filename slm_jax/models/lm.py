@@ -8,7 +8,7 @@ from slm_jax.models import kv_cache
 from slm_jax.models.attention_order import attention_order
 from slm_jax.models.config import ModelConfig
 from slm_jax.models.kv_cache import KVCache
-from slm_jax.models.heads import OutputHeads
+from slm_jax.models.heads import OutputHeads, predicted_frame
 from slm_jax.models.layers import RMSNorm
 from slm_jax.models.stack import BlockStack
 from slm_jax.models.towers import ModalityTowers
@@ -64,8 +64,7 @@ class SpeechTextLM(nnx.Module):
     h_BLD = self(tokens, segment_ids, positions, speech_codes)
     frame_BLK = None
     if self.cfg.speech_readout_frames > 1 and speech_codes is not None:
-      frame_BLK = jnp.concatenate([(tokens - self.cfg.vocab.speech_start)[..., None], speech_codes],
-                                  axis=-1)
-      frame_BLK = jnp.pad(frame_BLK[:, 1:], ((0, 0), (0, 1), (0, 0)))
+      frame_BLK = jnp.pad(predicted_frame(self.cfg.vocab, tokens[:, 1:], speech_codes[:, 1:]),
+                          ((0, 0), (0, 1), (0, 0)))
     return self.heads.logits(h_BLD), self.heads.channel_logits(h_BLD, frame_BLK)
 

@@ -24,6 +24,7 @@ from slm_jax.configuration import ConfigError
 from slm_jax.models.ctc_spelling import CtcSpelling
 from slm_jax.sharding import batch_shards
 from slm_jax.unified_vocab import MODALITY_SPEECH, MODALITY_TEXT
+from slm_jax.models.heads import predicted_frame
 from slm_jax.models.lm import SpeechTextLM
 
 
@@ -187,7 +188,7 @@ def loss_sums(model: SpeechTextLM, hidden_BLD, batch, *, chunk_size: int = 1024,
         "correct": ((jnp.argmax(logits_BLV, -1) == c["t"]) * w).sum(),
     }
     if k_extra:   # [K-1]
-      frame = jnp.concatenate([(c["t"] - cfg.vocab.speech_start)[..., None], c["tc"]], axis=-1)
+      frame = predicted_frame(cfg.vocab, c["t"], c["tc"])
       out["channel_ce"] = _channel_ce_sums(heads, c["h"], frame, speech_w, channel_head_capacity)
     return out
 
